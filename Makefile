@@ -1,0 +1,58 @@
+# Two commands on a fresh machine:  `make demo` (set up + score the example images)  and  `make test`.
+# Setup pins torch to the CPU wheel this machine has; on your own machine any torch>=2.4 works.
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV457 ?= .venv-t457
+TORCH_PIN ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PY457 := $(VENV457)/bin/python
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-main test-remote-457 lint format
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$(TORCH_PIN)" -e ".[dev]"
+	touch $@
+
+# transformers 4.57 (the oldest supported): only the package's own requirements, for the remote-code test.
+$(VENV457)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV457)
+	$(VENV457)/bin/pip install -q --upgrade pip
+	$(VENV457)/bin/pip install -q "$(TORCH_PIN)" "transformers==4.57.*" pytest -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Until the bundled default model exists, the demo converts the tiny reference checkpoint (random-like weights
+# in the released file's format, see tests/fixtures/reference/) and scores the example images with it.
+DEMO_MODEL := out/uniqa-reference-tiny
+$(DEMO_MODEL)/config.json: $(VENV)/.installed
+	mkdir -p out
+	$(PY) -c "import gzip, shutil; shutil.copyfileobj(gzip.open('tests/fixtures/reference/tiny_uniqa_clip.pt.gz'), open('out/tiny_uniqa_clip.pt', 'wb'))"
+	$(VENV)/bin/uniqa convert out/tiny_uniqa_clip.pt --out $(DEMO_MODEL) \
+		--adapter tests/fixtures/reference/tiny_uniqa_adapter_pyiqa.pth --adapter-name reference
+
+demo: setup $(DEMO_MODEL)/config.json
+	$(VENV)/bin/uniqa score examples/ --model $(DEMO_MODEL) --adapter reference
+
+test-main: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+test-remote-457: $(VENV457)/.installed
+	$(PY457) -m pytest -q tests/test_remote_code.py; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; exit $$rc
+
+test: test-main test-remote-457
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
