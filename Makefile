@@ -9,8 +9,9 @@ PY := $(VENV)/bin/python
 PY457 := $(VENV457)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup demo test test-main test-remote-457 lint format
+.PHONY: setup demo space bench gpu-check test test-main test-remote-457 lint format
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,17 @@ $(DEMO_MODEL)/config.json: $(VENV)/.installed
 
 demo: setup $(DEMO_MODEL)/config.json
 	$(VENV)/bin/uniqa score examples/ --model $(DEMO_MODEL) --adapter reference
+
+# The Gradio demo on http://127.0.0.1:7860 (spaces/ is also a ready Hugging Face Space).
+space: setup
+	$(PY) spaces/app.py
+
+# Benchmarks (not part of the tests): ~30 minutes on 2 CPU cores; the GPU check needs an NVIDIA GPU (< 5 minutes).
+bench: setup
+	$(PY) benchmarks/run.py
+
+gpu-check: setup
+	benchmarks/gpu_check.sh
 
 test-main: setup
 	$(VENV)/bin/ruff check .

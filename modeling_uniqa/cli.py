@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import glob
+import io
+import itertools
 import json
 import os
 import sys
@@ -34,7 +35,8 @@ def default_model() -> str:
 def expand_inputs(items: Sequence[str]) -> list[str]:
     """Paths, folders (searched recursively for image files) and glob patterns -> file paths, in order.
 
-    Anything that matches nothing is kept as it is, so that it gets an error row instead of vanishing.
+    Anything that matches nothing (a missing path, an empty glob, a folder without image files) is kept as it is,
+    so that it gets an error row instead of vanishing.
     """
     paths: list[str] = []
     for item in items:
@@ -42,7 +44,7 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
             found = sorted(
                 str(p) for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
             )
-            paths.extend(found)
+            paths.extend(found or [item])
         elif not os.path.lexists(item) and glob.has_magic(item):
             paths.extend(sorted(glob.glob(item, recursive=True)) or [item])
         else:
@@ -50,25 +52,136 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
     return paths
 
 
+def escape_text(text: str) -> str:
+    """Make `text` encodable as UTF-8: undecodable bytes of file names (lone surrogates in Python) -> `\\udcXX`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class RowWriter:
-    """Streams result rows as CSV or JSON lines, flushing each row."""
+    """Writes result rows as CSV or JSON lines so that an interrupted run leaves only complete rows.
+
+    Each row is encoded to one complete line and handed to the OS in a single write. A file is written unbuffered
+    and cut back to its last complete row if a write fails (e.g. disk full); `sync()` fsyncs it (the CLI syncs
+    after every chunk of images). A text stream (stdout) is flushed after every row. Undecodable bytes in paths
+    are written as `\\udcXX` escapes (JSON reads them back as the original name), so the output is always UTF-8.
+    """
 
     fields = ("path", "score", "task", "adapter", "prompt_set", "error")
 
-    def __init__(self, stream: IO[str], fmt: str):
-        self.stream = stream
+    def __init__(self, fmt: str, output: str | IO[str] | None = None, append: bool = False):
         self.fmt = fmt
-        if fmt == "csv":
-            self.csv = csv.DictWriter(stream, fieldnames=self.fields, lineterminator="\n")
-            self.csv.writeheader()
+        self.stream: IO[str] | None = None
+        self.file = None
+        if output is None or not isinstance(output, (str, os.PathLike)):
+            self.stream = output or sys.stdout
+        else:
+            self.file = open(output, "ab" if append else "wb", buffering=0)  # noqa: SIM115 (closed by close())
+        self.size = os.fstat(self.file.fileno()).st_size if self.file else 0
+        if fmt == "csv" and self.size == 0:
+            self._write_line(",".join(self.fields) + "\n")
+
+    def format(self, row: dict[str, Any]) -> str:
+        """One row -> one line ending in a newline (CSV quoting or JSON; no raw newlines inside)."""
+        values = [row.get(field) for field in self.fields]
+        if self.fmt == "csv":
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in values])
+            return escape_text(buffer.getvalue())
+        return escape_text(json.dumps(dict(zip(self.fields, values, strict=True)), ensure_ascii=False)) + "\n"
+
+    def _write_line(self, line: str) -> None:
+        if self.stream is not None:
+            self.stream.write(line)
+            self.stream.flush()
+            return
+        data = memoryview(line.encode("utf-8"))
+        try:
+            while data:
+                data = data[self.file.write(data) :]
+        except BaseException:
+            os.ftruncate(self.file.fileno(), self.size)  # never leave a partial row behind
+            raise
+        self.size += len(line.encode("utf-8"))
 
     def write(self, row: dict[str, Any]) -> None:
-        row = {field: row.get(field) for field in self.fields}
-        if self.fmt == "csv":
-            self.csv.writerow({k: "" if v is None else v for k, v in row.items()})
+        self._write_line(self.format(row))
+
+    def sync(self) -> None:
+        """Make the rows written so far durable (fsync); a no-op on streams."""
+        if self.file is not None:
+            os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.sync()
+            self.file.close()
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def read_rows(path: str, fmt: str) -> list[dict[str, Any]]:
+    """The complete rows of an output file written by `RowWriter` (for `--resume`).
+
+    A partial last line (a crash or power loss mid-write) is cut off the file; any other unreadable line is an
+    error naming the file and line. CSV cells are read back as strings, empty cells as `None`.
+    """
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            handle.truncate(end)
+            print(f"uniqa: {path}: dropped a partial last line ({len(data) - end} bytes)", file=sys.stderr)
+    try:
+        text = data[:end].decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 results file ({error})") from error
+    lines = text.split("\n")[:-1]  # rows end in "\n"; other line breaks (U+2028, \r) may occur inside paths
+    if fmt == "csv":
+        if lines and lines[0] != ",".join(RowWriter.fields):
+            raise ValueError(f"{path}: not a CSV results file of `uniqa score` (header {lines[0][:80]!r})")
+        rows = csv.DictReader(io.StringIO(text, newline=""))
+        return [{k: v if v != "" else None for k, v in row.items()} for row in rows]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not a JSON row ({error}); was it written as CSV?") from error
+        if not isinstance(row, dict) or "path" not in row:
+            raise ValueError(f"{path}, line {number}: not a row of `uniqa score` (no 'path')")
+        rows.append(row)
+    return rows
+
+
+def split_done(
+    paths: Sequence[str], rows: Sequence[dict[str, Any]], request: tuple[str, str | None, str]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Inputs not yet in `rows` (each occurrence of a duplicated input counts once) and the rows that are inputs'.
+
+    Raises `ValueError` if a row was scored with another task, adapter or prompt set than `request`.
+    """
+    wanted = tuple("" if v is None else str(v) for v in request)
+    pending: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        got = tuple("" if row.get(k) is None else str(row.get(k)) for k in ("task", "adapter", "prompt_set"))
+        if got != wanted:
+            raise ValueError(
+                f"{row['path']} was scored with task/adapter/prompt set {got}, this run asks for {wanted}: "
+                "resume with the same options, or write to a new --output"
+            )
+        pending.setdefault(escape_text(str(row["path"])), []).append(row)
+    remaining, done = [], []
+    for path in paths:
+        matches = pending.get(escape_text(path))
+        if matches:
+            done.append(matches.pop())
         else:
-            self.stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self.stream.flush()
+            remaining.append(path)
+    return remaining, done
 
 
 def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -76,45 +189,77 @@ def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-@contextlib.contextmanager
-def open_output(path: str | None) -> Iterator[IO[str]]:
-    """The output file (written as rows arrive), or stdout."""
-    if path is None:
-        yield sys.stdout
-        return
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        yield handle
+def score_chunk(
+    model: Any,
+    images: dict[str, Any],
+    errors: dict[str, str],
+    request: tuple[str, str | None, str],
+    batch_size: int,
+    options: dict[str, Any],
+) -> dict[str, float]:
+    """Loaded images `{path: image}` -> `{path: score}` with `model.score`.
+
+    If scoring the chunk raises, its images are scored one by one, so an image that breaks scoring (out of
+    memory, say) gets a reason in `errors` instead of sinking the chunk or the run.
+    """
+    task, adapter, prompt_set = request
+
+    def run(batch: list[Any]) -> list[float]:
+        return model.score(batch, task, adapter, prompt_set, batch_size=batch_size, **options).tolist()
+
+    if not images:
+        return {}
+    try:
+        return dict(zip(images, run(list(images.values())), strict=True))
+    except Exception:  # retried image by image below
+        pass
+    scores = {}
+    for path, image in images.items():
+        try:
+            scores[path] = run([image])[0]
+        except Exception as error:
+            errors[path] = f"{path}: cannot score image ({type(error).__name__}: {error})"
+    return scores
 
 
 def score_command(args: argparse.Namespace) -> int:
     from .modeling_uniqa import UniQAModel
 
+    if distributed_world()[1] > 1 and not getattr(args, "shard", False):
+        return sharded_score_command(args)
     paths = expand_inputs(args.inputs)
     if not paths:
         print("uniqa: no input images", file=sys.stderr)
         return 2
-    model = UniQAModel.from_pretrained(args.model or default_model()).eval()
+    model = UniQAModel.from_pretrained(args.model or default_model(), use_safetensors=True).eval()
     task, adapter, prompt_set = model.resolve(args.task, args.adapter, args.prompt_set)
     options = {"crop_mode": args.crop_mode, "crops": args.crops, "max_side": args.max_side, "seed": args.seed}
-    failures = 0
+    options |= {"dtype": args.dtype, "device": args.device, "num_workers": args.num_workers, "compile": args.compile}
+    remaining, done = list(paths), []
+    if args.resume:
+        if args.output is None:
+            print("uniqa: --resume needs --output", file=sys.stderr)
+            return 1
+        try:
+            rows = read_rows(args.output, args.format) if os.path.exists(args.output) else []
+            remaining, done = split_done(paths, rows, (task, adapter, prompt_set))
+        except ValueError as error:
+            print(f"uniqa: cannot resume: {error}", file=sys.stderr)
+            return 1
+    failures = sum(1 for row in done if row.get("error"))
     with (
-        open_output(args.output) as output,
-        tqdm(total=len(paths), unit="img", file=sys.stderr, disable=args.quiet) as progress,
+        RowWriter(args.format, args.output, append=args.resume) as writer,
+        tqdm(total=len(paths), initial=len(done), unit="img", file=sys.stderr, disable=args.quiet) as progress,
     ):
-        writer = RowWriter(output, args.format)
-        for chunk in chunks(paths, args.batch_size):
+        loaded = prefetch_images(model.image_processor, remaining, args.num_workers, args.batch_size)
+        for chunk in chunks(remaining, args.batch_size):
             images, errors = {}, {}
-            for path in chunk:
-                try:
-                    images[path] = model.image_processor.load_image(path)
-                except (ValueError, OSError) as error:
-                    errors[path] = str(error)
-            scores = (
-                model.score(list(images.values()), task, adapter, prompt_set, batch_size=args.batch_size, **options)
-                if images
-                else []
-            )
-            scores = dict(zip(images, scores, strict=True))
+            for path, (image, error) in zip(chunk, itertools.islice(loaded, len(chunk)), strict=True):
+                if error is None:
+                    images[path] = image
+                else:
+                    errors[path] = error
+            scores = score_chunk(model, images, errors, (task, adapter, prompt_set), args.batch_size, options)
             for path in chunk:
                 row = {"path": path, "task": task, "adapter": adapter, "prompt_set": prompt_set}
                 if path in scores:
@@ -123,10 +268,122 @@ def score_command(args: argparse.Namespace) -> int:
                     row["error"] = errors[path]
                     failures += 1
                 writer.write(row)
+            writer.sync()
             progress.update(len(chunk))
     if failures:
         print(f"uniqa: {failures} of {len(paths)} inputs could not be scored (see the error column)", file=sys.stderr)
     return 2 if failures else 0
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Speed and scale-out (docs/performance.md).
+
+
+def prefetch_images(
+    processor: Any, paths: Sequence[str], num_workers: int | None, lookahead: int
+) -> Iterator[tuple[Any, str | None]]:
+    """Decode `paths` in worker threads ahead of the model -> `(image, None)` or `(None, reason)`, in order."""
+    from .image_processing_uniqa import default_num_workers, map_in_threads
+
+    def load(path: str) -> tuple[Any, str | None]:
+        try:
+            return processor.load_image(path), None
+        except (ValueError, OSError) as error:
+            return None, str(error)
+
+    workers = default_num_workers() if num_workers is None else num_workers
+    return map_in_threads(load, paths, workers, lookahead=max(lookahead, 2 * workers))
+
+
+def distributed_world() -> tuple[int, int]:
+    """`(rank, world size)` from the launcher's environment (`accelerate launch`, `torchrun`); `(0, 1)` alone."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def shard_path(output: str, rank: int, world: int) -> str:
+    """The JSON-lines file a process writes its shard's rows to, beside `output`."""
+    return f"{output}.shard-{rank:05d}-of-{world:05d}.jsonl"
+
+
+def sharded_score_command(args: argparse.Namespace) -> int:
+    """`uniqa score` in one of several processes: score inputs `rank::world`, then process 0 merges the shards.
+
+    Every process expands the same inputs (and, with `--resume`, skips the same finished rows), scores every
+    `world`-th remaining input into its shard file, and waits at a barrier; process 0 then writes all rows to
+    `--output` in input order and deletes the shards. On GPUs each process uses `cuda:LOCAL_RANK`; on CPUs the
+    cores are split between the processes of a machine.
+    """
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    from .modeling_uniqa import UniQAModel
+
+    rank, world = distributed_world()
+    if args.output is None:
+        print("uniqa: scoring with several processes needs --output (shards are written beside it)", file=sys.stderr)
+        return 1
+    local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if args.device is None and torch.cuda.is_available():
+        args.device = f"cuda:{local_rank}"
+    if args.device is None or args.device == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))  # shards may take days
+    paths, done = expand_inputs(args.inputs), []
+    if args.resume and os.path.exists(args.output):
+        model = UniQAModel.from_pretrained(args.model or default_model(), use_safetensors=True)
+        request = model.resolve(args.task, args.adapter, args.prompt_set)
+        try:
+            paths, done = split_done(paths, read_rows(args.output, args.format), request)
+        except ValueError as error:
+            print(f"uniqa: cannot resume: {error}", file=sys.stderr)
+            return 1
+    shard = shard_path(args.output, rank, world)
+    shard_args = argparse.Namespace(**vars(args))
+    shard_args.inputs, shard_args.output, shard_args.format = paths[rank::world], shard, "jsonl"
+    shard_args.resume, shard_args.quiet, shard_args.shard = False, args.quiet or rank != 0, True
+    status = score_command(shard_args) if shard_args.inputs else 0
+    dist.barrier()
+    if rank == 0:
+        shards = [read_rows(shard_path(args.output, r, world), "jsonl") for r in range(world)]
+        with RowWriter(args.format, args.output, append=bool(done)) as writer:
+            for i, path in enumerate(paths):
+                row = shards[i % world][i // world]
+                if row["path"] != escape_text(path):
+                    raise RuntimeError(f"shard {i % world} row {i // world} is {row['path']!r}, expected {path!r}")
+                writer.write(row)
+            writer.sync()
+        for r in range(world):
+            os.remove(shard_path(args.output, r, world))
+        failures = sum(1 for row in [*done, *itertools.chain(*shards)] if row.get("error"))
+        status = 2 if failures else 0
+    dist.barrier()
+    dist.destroy_process_group()
+    return status
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    try:
+        sidecar = export_onnx(
+            args.model,
+            args.out,
+            task=args.task,
+            adapter=args.adapter,
+            prompt_set=args.prompt_set,
+            opset=args.opset,
+            check=not args.no_check,
+        )
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"uniqa export: {error}", file=sys.stderr)
+        return 1
+    checked = sidecar.get("max_abs_difference")
+    note = f" (onnxruntime vs PyTorch: max |difference| {checked:.1e})" if checked is not None else ""
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}{note}")
+    return 0
 
 
 def info_command(args: argparse.Namespace) -> int:
@@ -181,6 +438,50 @@ def convert_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_command(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_table, write_report
+    from .finetuning import benchmark_table, read_mos_table
+    from .modeling_uniqa import UniQAModel
+
+    mos_range, higher_is_better = (tuple(args.mos_range) if args.mos_range else None), not args.lower_is_better
+    try:
+        if os.path.isfile(args.data):
+            table = read_mos_table(args.data, args.image_column, args.mos_column, args.image_root)
+        else:
+            from datasets_scripts import get_spec
+
+            if not args.data_dir:
+                print(f"uniqa evaluate: {args.data} is not a file; a benchmark name needs --data-dir", file=sys.stderr)
+                return 1
+            table = benchmark_table(args.data, args.data_dir, args.split)
+            spec = get_spec(args.data)
+            mos_range, higher_is_better = mos_range or (spec.mos_min, spec.mos_max), spec.higher_is_better
+    except (OSError, ValueError, KeyError) as error:
+        print(f"uniqa evaluate: {error}", file=sys.stderr)
+        return 1
+    model = UniQAModel.from_pretrained(args.model or default_model(), use_safetensors=True).eval()
+    report = evaluate_table(
+        model,
+        table,
+        adapter=args.adapter,
+        task=args.task,
+        prompt_set=args.prompt_set,
+        mos_range=mos_range,
+        higher_is_better=higher_is_better,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        crop_mode=args.crop_mode,
+        crops=args.crops,
+        max_side=args.max_side,
+    )
+    out = Path(args.output)
+    write_report(report, out / "report.json", None if args.no_plot else out / "scatter.png")
+    for name, value in report["metrics"].items():
+        print(f"{name}: {value:.4f}")
+    print(f"wrote {out / 'report.json'}" + ("" if args.no_plot else f" and {out / 'scatter.png'}"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uniqa", description="Image quality and aesthetics scores with UniQA.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -198,8 +499,28 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--seed", type=int, default=0, help="seed of the random crop protocol")
     score.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     score.add_argument("--output", help="write results here instead of stdout")
+    score.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: keep --output's complete rows and score only the inputs it lacks",
+    )
     score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="vision tower precision (default: fp32)")
+    score.add_argument("--device", help="where the vision tower runs, e.g. cuda, cuda:1, cpu (default: cpu)")
+    score.add_argument("--num-workers", type=int, help="image decoding threads (default: min(4, CPU count))")
+    score.add_argument("--compile", action="store_true", help="torch.compile the vision tower")
     score.set_defaults(func=score_command)
+
+    export = commands.add_parser("export", help="export a model folder as one ONNX graph, pixels to scores")
+    export.add_argument("model", help="model folder")
+    export.add_argument("out", help="the .onnx file to write")
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--task", choices=["quality", "aesthetics"], help="default: quality, or the adapter's task")
+    export.add_argument("--adapter", help="trained adapter to bake in (default: zero-shot prompts)")
+    export.add_argument("--prompt-set", help="zero-shot prompt set to bake in")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    export.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
+    export.set_defaults(func=export_command)
 
     info = commands.add_parser("info", help="describe a model folder")
     info.add_argument("model", nargs="?", help="model folder or hub id (default: the bundled model)")
@@ -214,6 +535,28 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--adapter-dataset", help="dataset the adapter was trained on (for the model card)")
     convert.add_argument("--license", default="other", help="licence id for the model card")
     convert.set_defaults(func=convert_command)
+
+    evaluate = commands.add_parser("evaluate", help="metrics (SRCC, PLCC, KRCC, RMSE) on an image + MOS table")
+    evaluate.add_argument("--model", help="model folder or hub id (default: $UNIQA_MODEL or the bundled model)")
+    evaluate.add_argument("--data", required=True, help="CSV/JSONL table (image,mos) or a benchmark name")
+    evaluate.add_argument("--image-root", help="folder the table's relative image paths start from")
+    evaluate.add_argument("--image-column", default="image")
+    evaluate.add_argument("--mos-column", default="mos")
+    evaluate.add_argument("--data-dir", help="the benchmark's local folder (with a benchmark name)")
+    evaluate.add_argument("--split", default="test", help="benchmark split (default: test)")
+    evaluate.add_argument("--mos-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="MOS scale")
+    evaluate.add_argument("--lower-is-better", action="store_true", help="the table holds DMOS")
+    evaluate.add_argument("--task", choices=["quality", "aesthetics"])
+    evaluate.add_argument("--adapter", help="trained adapter name (default: zero-shot prompts)")
+    evaluate.add_argument("--prompt-set", help="zero-shot prompt set")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--crop-mode", choices=["grid", "random", "center"])
+    evaluate.add_argument("--crops", type=int)
+    evaluate.add_argument("--max-side", type=int)
+    evaluate.add_argument("--output", default="evaluation", help="folder for report.json and scatter.png")
+    evaluate.add_argument("--no-plot", action="store_true", help="skip the scatter plot")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=evaluate_command)
     return parser
 
 

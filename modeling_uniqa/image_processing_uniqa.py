@@ -6,14 +6,19 @@ into such crops, deterministically by default, with CLIP's normalisation.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import zlib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
@@ -25,7 +30,11 @@ ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 
 def _to_8bit(array: np.ndarray) -> np.ndarray:
-    """Scale an integer or float array to uint8: 16-bit ranges are divided by 257, floats in [0, 1] by 1/255."""
+    """Scale an integer or float array to uint8.
+
+    uint16 is always divided by 257 (a dark 16-bit image stays dark); other integer types are divided by 257 only
+    when they exceed 255; floats with a maximum <= 1 are taken as [0, 1]; booleans map to 0/255.
+    """
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
@@ -33,7 +42,7 @@ def _to_8bit(array: np.ndarray) -> np.ndarray:
         return np.clip(np.nan_to_num(array) * scale + 0.5, 0, 255).astype(np.uint8)
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
-    divisor = 257.0 if int(array.max(initial=0)) > 255 else 1.0
+    divisor = 257.0 if array.dtype == np.uint16 or int(array.max(initial=0)) > 255 else 1.0
     return np.clip(array / divisor + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -54,23 +63,118 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image.convert("RGB")
 
 
+# ISO-BMFF brands (bytes 8-12 of the file) of formats Pillow may lack a decoder for.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+
+def _sniff(path: str) -> str | None:
+    """Name what a file Pillow cannot identify holds, from its first bytes: `"empty"`, `"heif"`, `"avif"`,
+    `"jxl"`, `"text"` or `None`."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return "empty"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return "heif" if brand in _HEIF_BRANDS else "avif" if brand in _AVIF_BRANDS else None
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
+        return "jxl"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if b"\x00" in head else "text"
+
+
+def _register_heif_plugin() -> bool:
+    """Register pillow-heif's opener if it is installed and not registered yet; True if HEIF can now be read."""
+    if "HEIF" in Image.OPEN:
+        return False  # registered already, so it is not the missing piece
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return "HEIF" in Image.OPEN
+
+
+_UNSUPPORTED = {
+    "empty": "empty file (0 bytes)",
+    "text": "not an image: the file holds text",
+    "heif": "HEIC/HEIF image: no HEIF decoder is installed (`pip install pillow-heif` adds one)",
+    "avif": "AVIF image: this Pillow has no AVIF decoder (upgrade Pillow or install an AVIF plugin)",
+    "jxl": "JPEG XL image: unsupported format (no decoder)",
+}
+
+
+class _NotRegularFileError(OSError):
+    """A path that exists but is not a regular file or a folder."""
+
+
+def _open_error_reason(path: str, error: BaseException) -> str:
+    """A short, readable reason why `path` could not be read as an image."""
+    if isinstance(error, FileNotFoundError):
+        return f"broken symbolic link (to {os.readlink(path)!r})" if os.path.islink(path) else "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory, not a file"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"refused as a possible decompression bomb: {error}"
+    if isinstance(error, UnidentifiedImageError):
+        kind = _sniff(path)
+        return _UNSUPPORTED.get(kind, "not a recognised image format (unknown or corrupt header)")
+    if isinstance(error, _NotRegularFileError):
+        return "not a regular file (a pipe, socket or device)"
+    if isinstance(error, OSError) and "truncated" in str(error).lower():
+        return f"truncated image data ({error})"
+    return f"corrupt or unsupported image data ({type(error).__name__}: {error})"
+
+
+def _open_path(path: str, background: tuple[int, int, int]) -> Image.Image:
+    """Decode the first frame of an image file fully, upright, as RGB; refuse images over the pixel limit."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if not stat.S_ISREG(mode):  # opening a FIFO would block forever
+        raise _NotRegularFileError(path)
+    with Image.open(path) as opened:
+        limit = Image.MAX_IMAGE_PIXELS
+        width, height = opened.size
+        if limit and width * height > limit:
+            raise Image.DecompressionBombError(
+                f"{width}x{height} = {width * height} pixels, over the limit of {limit} "
+                "(PIL.Image.MAX_IMAGE_PIXELS; raise it, or set it to None, for larger trusted images)"
+            )
+        opened.seek(0)
+        opened.load()
+        image = ImageOps.exif_transpose(opened)
+        image.load()
+    return to_rgb(image, background)
+
+
 def load_image(image: ImageInput, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Load a path, PIL image or array as an upright 8-bit RGB PIL image.
 
-    Paths are decoded fully (so a truncated file fails here, naming the file) and EXIF orientation is applied.
-    Arrays: `(H, W)`, `(H, W, 1|3|4)`; uint8, uint16 or floats in [0, 1]. Animated files give their first frame.
+    Paths are decoded fully (so a truncated file fails here) and EXIF orientation is applied; animated files
+    (GIF, WebP, APNG) give their first frame. Any file that cannot be read raises a `ValueError` that names the
+    file and the reason, including images over Pillow's decompression-bomb limit `PIL.Image.MAX_IMAGE_PIXELS`
+    (refused before decoding) and formats without an installed decoder (HEIC without `pillow-heif`).
+    Arrays: `(H, W)`, `(H, W, 1|3|4)`; uint8, uint16 or floats in [0, 1].
     """
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         try:
-            with Image.open(path) as opened:
-                opened.seek(0)
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-                image.load()
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise ValueError(f"{path}: cannot read image ({type(error).__name__}: {error})") from error
-        return to_rgb(image, background)
+            return _open_path(path, background)
+        except UnidentifiedImageError as error:
+            if _sniff(path) == "heif" and _register_heif_plugin():
+                return load_image(path, background)
+            raise ValueError(f"{path}: cannot read image: {_open_error_reason(path, error)}") from error
+        except Exception as error:  # any decoder failure becomes a per-file error, never a crash of the batch
+            raise ValueError(f"{path}: cannot read image: {_open_error_reason(path, error)}") from error
     if isinstance(image, np.ndarray):
         array = image
         if array.ndim == 3 and array.shape[-1] == 1:
@@ -167,18 +271,25 @@ class UniQAImageProcessor(BaseImageProcessor):
         crops: int | None = None,
         max_side: int | None = None,
         seed: int = 0,
+        normalize: bool = True,
     ) -> torch.Tensor:
-        """One image -> `(n_crops, 3, crop_size, crop_size)` float32, normalised."""
+        """One image -> `(n_crops, 3, crop_size, crop_size)` float32, normalised; with `normalize=False`, the raw
+        uint8 crops (4x less to move to a GPU; finish with [`~UniQAImageProcessor.normalize`] there)."""
         crop_mode = crop_mode or self.crop_mode
         crops = crops or self.crops
         image = self.resize_for_crops(self.load_image(image), max_side if max_side is not None else self.max_side)
-        pixels = np.asarray(image, dtype=np.float32) / 255.0
-        pixels = (pixels - np.asarray(self.image_mean, dtype=np.float32)) / np.asarray(self.image_std, dtype=np.float32)
+        pixels = np.asarray(image)
         size = self.crop_size
-        windows = [
-            pixels[top : top + size, left : left + size] for left, top in self.crop_boxes(image, crop_mode, crops, seed)
-        ]
-        return torch.from_numpy(np.ascontiguousarray(np.stack(windows).transpose(0, 3, 1, 2)))
+        boxes = self.crop_boxes(image, crop_mode, crops, seed)
+        windows = np.stack([pixels[top : top + size, left : left + size] for left, top in boxes]).transpose(0, 3, 1, 2)
+        windows = torch.from_numpy(np.ascontiguousarray(windows))
+        return self.normalize(windows) if normalize else windows
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 crops `(N, 3, S, S)` -> float32 `(pixels / 255 - mean) / std`, on the crops' device."""
+        std = torch.tensor(self.image_std, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+        mean = torch.tensor(self.image_mean, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+        return pixels.float() * (1.0 / (255.0 * std)) - mean / std
 
     def preprocess(
         self,
@@ -187,15 +298,51 @@ class UniQAImageProcessor(BaseImageProcessor):
         crops: int | None = None,
         max_side: int | None = None,
         seed: int = 0,
+        num_workers: int = 0,
         **kwargs,
     ) -> BatchFeature:
         """Images -> `pixel_values` `(total_crops, 3, S, S)` and `image_index` `(total_crops,)` (which image each
-        crop came from)."""
+        crop came from). `num_workers > 0` decodes and crops in that many threads (same output)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        per_image = [self.crop_image(image, crop_mode, crops, max_side, seed) for image in images]
+        per_image = list(
+            map_in_threads(lambda image: self.crop_image(image, crop_mode, crops, max_side, seed), images, num_workers)
+        )
         image_index = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(per_image)])
         return BatchFeature({"pixel_values": torch.cat(per_image), "image_index": image_index})
+
+
+def default_num_workers() -> int:
+    """Threads that decode and crop images ahead of the model: `min(4, CPU count)`."""
+    return min(4, os.cpu_count() or 1)
+
+
+def map_in_threads(
+    function: Callable[[Any], Any], items: Iterable[Any], num_workers: int, lookahead: int | None = None
+) -> Iterator[Any]:
+    """`map(function, items)` computed in `num_workers` threads, yielded in input order.
+
+    At most `lookahead` (default `2 * num_workers + 2`) results are in flight, so memory stays flat however many
+    items there are. Pillow's decoders and numpy release the GIL, so threads overlap image decoding with a model
+    running in the calling thread. `num_workers <= 0` maps in the calling thread. Exceptions are re-raised when
+    their item's turn comes.
+    """
+    if num_workers <= 0:
+        yield from map(function, items)
+        return
+    lookahead = max(1, lookahead or 2 * num_workers + 2)
+    with ThreadPoolExecutor(num_workers, thread_name_prefix="uniqa-decode") as pool:
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= lookahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # a consumer that stops early (or an error) cancels what has not started
+            for future in pending:
+                future.cancel()
 
 
 UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")

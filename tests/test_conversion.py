@@ -6,6 +6,7 @@ import gzip
 import json
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -170,3 +171,30 @@ def test_roundtrip_save_and_load(tmp_path, model):
     for key, value in model.state_dict().items():
         assert torch.equal(value, reloaded.state_dict()[key]), key
     assert reloaded.config.adapters == model.config.adapters
+
+
+def test_companions_load_from_the_same_revision(model_dir, monkeypatch):
+    from transformers import CLIPTokenizerFast
+
+    from modeling_uniqa import UniQAImageProcessor
+
+    seen = []
+    for cls in (CLIPTokenizerFast, UniQAImageProcessor):
+        original = cls.from_pretrained.__func__
+        monkeypatch.setattr(
+            cls,
+            "from_pretrained",
+            classmethod(lambda c, path, _o=original, **kw: seen.append((c.__name__, kw)) or _o(c, path, **kw)),
+        )
+    model = UniQAModel.from_pretrained(model_dir, revision="main", local_files_only=True)
+    assert [kw for _, kw in seen] == [{"revision": "main", "local_files_only": True}] * 2
+    assert len(model.tokenizer) == 49408
+
+
+def test_folder_without_tokenizer_files_says_so(tmp_path, model):
+    model.save_pretrained(tmp_path / "copy")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        (tmp_path / "copy" / name).unlink(missing_ok=True)
+    reloaded = UniQAModel.from_pretrained(tmp_path / "copy")
+    with pytest.raises(ValueError, match="this model has no tokenizer"):
+        reloaded.score(np.zeros((224, 224, 3), dtype=np.uint8))
