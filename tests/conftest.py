@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import shutil
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = FIXTURES / "reference"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+SPACE_APP = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +68,28 @@ def model(model_dir):
     from modeling_uniqa import UniQAModel
 
     return UniQAModel.from_pretrained(model_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def space_app():
+    """`spaces/app.py`, imported as a module (skips without gradio)."""
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[space]')")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage pings
+    spec = importlib.util.spec_from_file_location("uniqa_space_app", SPACE_APP)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def space_url(space_app, model):
+    """The Space serving the tiny reference model on a free loopback port (one server for the session)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = space_app.build_demo(model, "uniqa-tiny-reference (test model: untrained weights)")
+    options = space_app.launch_options()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **options)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +15,6 @@ from transformers import CLIPTokenizerFast
 
 from modeling_uniqa import UniQAConfig, UniQAModel
 
-APP = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 RSS_GROWTH_LIMIT_MB = 25  # peak RSS of 2,000 files minus that of 200 files (measured: see docs/reliability.md)
 
 # Runs the real CLI and reports its own peak resident memory (KiB on Linux) on stdout.
@@ -73,20 +70,8 @@ def test_memory_stays_bounded_over_2000_files(micro_model_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def app_url(model):
-    pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[space]')")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    spec = importlib.util.spec_from_file_location("uniqa_space_app_load", APP)
-    app = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = app
-    spec.loader.exec_module(app)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    demo = app.build_demo(model, "tiny")
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.launch_options())
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+def app_url(space_url):
+    return space_url
 
 
 @pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")

@@ -7,11 +7,8 @@ screenshot there (docs/images/space.png is made this way).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage 
 
 # gradio 6.31 itself trips pandas 3 deprecations when it serialises tables
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
-APP = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 CHROMIUM = Path(os.environ.get("UNIQA_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -53,19 +49,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server_url(model):
-    pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[space]')")
-    spec = importlib.util.spec_from_file_location("uniqa_space_app", APP)
-    app = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = app
-    spec.loader.exec_module(app)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    demo = app.build_demo(model, "uniqa-tiny-reference (test model: untrained weights)")
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.launch_options())
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+def server_url(space_url):
+    return space_url
 
 
 def test_upload_score_and_screenshot(browser, server_url, model, reference_images, tmp_path):

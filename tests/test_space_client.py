@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
-import sys
 import zipfile
 from pathlib import Path
 
@@ -19,22 +16,11 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 # gradio 6.31 itself trips pandas 3 deprecations when it serialises tables
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
-APP = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
 
 
 @pytest.fixture(scope="module")
-def client(model):
-    spec = importlib.util.spec_from_file_location("uniqa_space_app", APP)
-    app = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = app
-    spec.loader.exec_module(app)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    demo = app.build_demo(model, "tiny")
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.launch_options())
-    yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    demo.close()
+def client(space_url):
+    return Client(space_url, verbose=False)
 
 
 def test_score_endpoint(client, model, reference_images):

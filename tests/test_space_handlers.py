@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
@@ -16,16 +14,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage 
 
 gr = pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[space]')")
 
-APP = Path(__file__).resolve().parents[1] / "spaces" / "app.py"
-
 
 @pytest.fixture(scope="module")
-def app():
-    spec = importlib.util.spec_from_file_location("uniqa_space_app", APP)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def app(space_app):
+    return space_app
 
 
 @pytest.fixture(scope="module")
