@@ -231,6 +231,10 @@ def score_command(args: argparse.Namespace) -> int:
     if not paths:
         print("uniqa: no input images", file=sys.stderr)
         return 2
+    if args.quiet:
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
     model = UniQAModel.from_pretrained(args.model or default_model(), use_safetensors=True).eval()
     task, adapter, prompt_set = model.resolve(args.task, args.adapter, args.prompt_set)
     options = {"crop_mode": args.crop_mode, "crops": args.crops, "max_side": args.max_side, "seed": args.seed}
@@ -562,7 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as error:  # a request the model cannot serve (unknown adapter, unavailable task, ...)
+        print(f"uniqa: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -107,6 +107,9 @@ class UniQAConfig(PretrainedConfig):
         adapters (`dict`, *optional*):
             Metadata of the named adapters: `{name: {"task", "bottleneck_dim", "prompt_set", "dataset",
             "mos_range", "metrics"}}`. Their weights live in the model's state dict.
+        unavailable_tasks (`dict`, *optional*):
+            `{task: reason}` for tasks this model cannot score (e.g. a model trained without aesthetic data); asking
+            for one raises an error with the reason.
         crop_mode (`str`, *optional*, defaults to `"grid"`):
             Default test-time crop protocol of `score`: `"grid"` (deterministic), `"random"` (the paper's,
             seeded) or `"center"`.
@@ -130,6 +133,7 @@ class UniQAConfig(PretrainedConfig):
         prompt_sets: dict[str, dict[str, Any]] | None = None,
         task_prompt_sets: dict[str, str] | None = None,
         adapters: dict[str, dict[str, Any]] | None = None,
+        unavailable_tasks: dict[str, str] | None = None,
         crop_mode: str = "grid",
         crops: int = 9,
         max_side: int | None = None,
@@ -160,6 +164,7 @@ class UniQAConfig(PretrainedConfig):
         self.prompt_sets = copy.deepcopy(prompt_sets if prompt_sets is not None else DEFAULT_PROMPT_SETS)
         self.task_prompt_sets = dict(task_prompt_sets if task_prompt_sets is not None else DEFAULT_TASK_PROMPT_SETS)
         self.adapters = copy.deepcopy(adapters) if adapters is not None else {}
+        self.unavailable_tasks = dict(unavailable_tasks or {})
         if crop_mode not in ("grid", "random", "center"):
             raise ValueError(f"crop_mode must be 'grid', 'random' or 'center', not {crop_mode!r}")
         self.crop_mode = crop_mode

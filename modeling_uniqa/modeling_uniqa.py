@@ -301,6 +301,8 @@ class UniQAModel(UniQAPreTrainedModel):
             return meta["task"], adapter, prompt_set or meta.get("prompt_set", "level5")
         if prompt_set is None:
             task = task or "quality"
+            if task in self.config.unavailable_tasks:
+                raise ValueError(f"this model does not score {task}: {self.config.unavailable_tasks[task]}")
             if task not in self.config.task_prompt_sets:
                 raise ValueError(
                     f"this model has no zero-shot prompt set for {task}; "

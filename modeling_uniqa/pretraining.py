@@ -1,0 +1,476 @@
+"""Contrastive vision-language pre-training of UniQA's CLIP towers (method.md §1, §6).
+
+Symmetric InfoNCE on (image, caption) pairs with both towers trained, run by `transformers.Trainer` (gradient
+accumulation, bf16/fp16 autocast, gradient checkpointing, checkpoints every N steps, exact resume) and by
+`accelerate launch` across processes: features are all-gathered *with their gradients*, so the negatives of the
+loss are the whole global batch and scale with the number of GPUs.
+
+Training-only: imported by `training/pretrain.py`, never by `modeling_uniqa.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset, SequentialSampler
+from transformers import CLIPTextConfig, CLIPVisionConfig, Trainer, TrainerCallback, TrainingArguments
+
+from .configuration_uniqa import UniQAConfig
+from .conversion import write_tokenizer
+from .metrics import iqa_metrics
+from .modeling_uniqa import UniQAModel
+
+logger = logging.getLogger(__name__)
+
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 100
+
+# The authors' optimiser (method.md §6): Adam(W) lr 5e-6, betas (0.9, 0.98), eps 1e-6, weight decay 0.2. Right for
+# fine-tuning a pre-trained ViT-B/16; a model trained from a random init needs a far higher lr (set it in its config).
+AUTHORS_OPTIMIZER = {
+    "learning_rate": 5e-6,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.98,
+    "adam_epsilon": 1e-6,
+    "weight_decay": 0.2,
+    "optim": "adamw_torch",
+}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Loss.
+
+
+def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
+    """`(n, D)` local features -> `(world * n, D)` features of all processes, rank order, gradients kept.
+
+    Uses `torch.distributed.nn.functional.all_gather`, whose backward sums each process's gradient
+    contributions back to their owner. Single process (or no process group): returns `features` unchanged.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return features
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(features.contiguous()), dim=0)
+
+
+def gather_ids(ids: torch.Tensor) -> torch.Tensor:
+    """`(n,)` integer ids of this process -> `(world * n,)` ids of all processes, rank order (no gradient)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return ids
+    gathered = [torch.empty_like(ids) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, ids.contiguous())
+    return torch.cat(gathered)
+
+
+def contrastive_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    caption_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP's loss) over the global batch.
+
+    Args:
+        image_embeds, text_embeds: `(n, D)` raw embeddings of this process's `n` matching pairs (all processes
+            must hold the same `n`: drop the last incomplete batch).
+        logit_scale: scalar log-temperature (clamped at ln 100).
+        caption_ids: optional `(n,)` integer id of each caption's text. Pairs whose captions are the same text are
+            then all positives of each other (the target spreads evenly over them) instead of false negatives —
+            which matters with templated captions, where a batch repeats "bad image" many times. Without it (or
+            with all ids distinct) this is CLIP's loss.
+
+    Returns:
+        The mean over this process's rows of `(CE(image -> all texts) + CE(text -> all images)) / 2`. Averaged over
+        processes (as DDP does with gradients) it equals the single-process loss on the concatenated batch.
+    """
+    image_embeds = nn.functional.normalize(image_embeds.float(), dim=-1)
+    text_embeds = nn.functional.normalize(text_embeds.float(), dim=-1)
+    all_images, all_texts = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    scale = logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
+    logits_per_image = scale * image_embeds @ all_texts.t()
+    logits_per_text = scale * text_embeds @ all_images.t()
+    if caption_ids is None:
+        labels = torch.arange(len(image_embeds), device=image_embeds.device) + rank * len(image_embeds)
+        loss_images = nn.functional.cross_entropy(logits_per_image, labels)
+        return (loss_images + nn.functional.cross_entropy(logits_per_text, labels)) / 2
+    same = (caption_ids.view(-1, 1) == gather_ids(caption_ids).view(1, -1)).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    loss_images = -(targets * logits_per_image.log_softmax(dim=1)).sum(dim=1).mean()
+    return (loss_images - (targets * logits_per_text.log_softmax(dim=1)).sum(dim=1).mean()) / 2
+
+
+class ContrastiveModel(nn.Module):
+    """What `Trainer` trains: a [`UniQAModel`] whose forward is the contrastive loss.
+
+    `forward(pixel_values (N, 3, S, S), input_ids (N, L), attention_mask (N, L)) -> {"loss": scalar}`.
+    """
+
+    def __init__(self, model: UniQAModel):
+        super().__init__()
+        self.uniqa = model
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        caption_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        image_embeds = self.uniqa.get_image_features(pixel_values)
+        text_embeds = self.uniqa.get_text_features(input_ids, attention_mask)
+        return {"loss": contrastive_loss(image_embeds, text_embeds, self.uniqa.clip.logit_scale, caption_ids)}
+
+    def activation_checkpointing_enable(self, **kwargs) -> None:
+        """Checkpoint the towers' layers (transformers 5 `Trainer` calls this for `activation_checkpointing`)."""
+        if hasattr(self.uniqa, "activation_checkpointing_enable"):
+            self.uniqa.activation_checkpointing_enable(**kwargs)
+        else:
+            self.uniqa.gradient_checkpointing_enable(kwargs.get("activation_checkpointing_kwargs"))
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs) -> None:
+        """The same, for transformers 4.x `Trainer`."""
+        self.uniqa.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.uniqa.gradient_checkpointing_disable()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Data.
+
+
+def read_corpus(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Corpus entries `{"image_path", "prompt": str | [str]}` from a JSON list or a JSONL file.
+
+    Entries with the same `image_path` are merged (their captions pooled), so a JSONL written by several
+    captioners (quality descriptions, purified comments) reads as one entry per image.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"corpus file {path} does not exist") from None
+    try:
+        entries = (
+            json.loads(text)
+            if text.lstrip().startswith("[")
+            else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+        )
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON / JSONL ({error})") from error
+    merged: dict[str, list[str]] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping) or "image_path" not in entry or "prompt" not in entry:
+            raise ValueError(f"{path} entry {i}: expected keys 'image_path' and 'prompt'")
+        prompts = [entry["prompt"]] if isinstance(entry["prompt"], str) else list(entry["prompt"])
+        merged.setdefault(str(entry["image_path"]), []).extend(p for p in prompts if p.strip())
+    return [{"image_path": k, "prompt": v} for k, v in merged.items() if v]
+
+
+class CorpusDataset(Dataset):
+    """Image-text pairs for contrastive training, laid out for `epochs` passes, fully deterministic.
+
+    Item `k` belongs to epoch `k // len(entries)`; within an epoch the entries are shuffled by `(seed, epoch)`,
+    and the crop, the horizontal flip and the one caption sampled from the entry's list are drawn from
+    `(seed, k)`. So the stream depends only on the seed — not on worker processes or on where a run was
+    interrupted — and a resumed run sees exactly the remaining items. Iterate it in order (`SequentialSampler`).
+
+    Items: `{"pixel_values": (3, S, S) float32 normalised, "caption": str}`.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[Mapping[str, Any]],
+        image_root: str | os.PathLike,
+        image_processor,
+        epochs: int = 1,
+        seed: int = 0,
+        flip: bool = True,
+    ):
+        if not entries:
+            raise ValueError("empty corpus")
+        self.entries = list(entries)
+        self.image_root = Path(image_root)
+        self.processor = image_processor
+        self.epochs = int(epochs)
+        self.seed = int(seed)
+        self.flip = flip
+        self._orders: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.epochs * len(self.entries)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders[epoch] = np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.entries))
+        return self._orders[epoch]
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        epoch, position = divmod(int(k), len(self.entries))
+        entry = self.entries[int(self._order(epoch)[position])]
+        rng = np.random.default_rng([self.seed, int(k), 2])
+        captions = [entry["prompt"]] if isinstance(entry["prompt"], str) else entry["prompt"]
+        caption = captions[int(rng.integers(len(captions)))]
+        path = self.image_root / entry["image_path"]
+        crop_seed = int(rng.integers(2**31))
+        pixels = self.processor.crop_image(path, crop_mode="random", crops=1, seed=crop_seed)[0]
+        if self.flip and rng.random() < 0.5:
+            pixels = pixels.flip(-1)
+        return {"pixel_values": pixels, "caption": caption}
+
+
+@dataclass
+class ContrastiveCollator:
+    """Stacks crops and tokenises captions (padded to the longest, truncated to the context length).
+
+    With `caption_ids=True` it adds `caption_ids`: a CRC-32 of each caption's text, so the loss treats identical
+    captions as shared positives (see [`contrastive_loss`]).
+    """
+
+    tokenizer: Any
+    max_length: int = 77
+    caption_ids: bool = True
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(
+            [item["caption"] for item in items],
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        batch = {
+            "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+        }
+        if self.caption_ids:
+            batch["caption_ids"] = torch.tensor([zlib.crc32(item["caption"].encode()) for item in items])
+        return batch
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Zero-shot evaluation.
+
+
+def zero_shot_srcc(
+    model: UniQAModel,
+    images: Sequence[Any],
+    targets: Sequence[float],
+    prompt_sets: Sequence[str] = ("level5", "ensemble20"),
+    crops: int = 1,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """SRCC between zero-shot scores and `targets` (higher = better) for each prompt set: `{"srcc_level5": ...}`."""
+    was_training = model.training
+    model.eval()
+    try:
+        results = {}
+        for name in prompt_sets:
+            scores = model.score(list(images), prompt_set=name, crop_mode="center" if crops == 1 else "grid",
+                                 crops=crops, batch_size=batch_size)  # fmt: skip
+            results[f"srcc_{name}"] = iqa_metrics(scores.tolist(), targets)["srcc"]
+        return results
+    finally:
+        model.train(was_training)
+
+
+def level_srcc(model: UniQAModel, rows: Iterable[Mapping[str, Any]], **score_kwargs) -> dict[str, Any]:
+    """How scores follow synthetic distortion levels.
+
+    Args:
+        rows: `{"image", "distortion", "level", "reference_id"}` as yielded by
+            `datasets_scripts.synthetic.iter_synthetic(..., include_reference=True)`: level 0 (`"none"`) is the
+            undistorted photo and starts every distortion's curve.
+        score_kwargs: passed to `model.score` (task, adapter, prompt_set, crops, ...).
+
+    Returns:
+        `per_type`: `{distortion: mean over photos of SRCC(level 0..5, score)}` (-1: the score falls with every
+        level), `mean`: mean of `per_type`, `pooled`: `{distortion: SRCC over all photos' points together}`,
+        `scores`: `{reference_id: {distortion: [score per level]}}`.
+    """
+    rows = list(rows)
+    scores = model.score([row["image"] for row in rows], **score_kwargs).tolist()
+    curves: dict[str, dict[str, dict[int, float]]] = {}
+    pristine: dict[str, float] = {}
+    for row, value in zip(rows, scores, strict=True):
+        if int(row["level"]) == 0:
+            pristine[row["reference_id"]] = value
+        else:
+            curves.setdefault(row["reference_id"], {}).setdefault(row["distortion"], {})[int(row["level"])] = value
+    per_photo: dict[str, list[float]] = {}
+    pooled: dict[str, tuple[list[int], list[float]]] = {}
+    table: dict[str, dict[str, list[float]]] = {}
+    for reference, by_type in curves.items():
+        if reference not in pristine:
+            raise ValueError(f"reference {reference!r} has no level-0 (undistorted) row")
+        for distortion, by_level in by_type.items():
+            levels = [0, *sorted(by_level)]
+            values = [pristine[reference], *(by_level[lv] for lv in levels[1:])]
+            table.setdefault(reference, {})[distortion] = values
+            per_photo.setdefault(distortion, []).append(iqa_metrics(values, levels)["srcc"])
+            pooled.setdefault(distortion, ([], []))
+            pooled[distortion][0].extend(levels)
+            pooled[distortion][1].extend(values)
+    per_type = {d: float(np.nanmean(v)) for d, v in per_photo.items()}
+    return {
+        "per_type": per_type,
+        "mean": float(np.nanmean(list(per_type.values()))),
+        "pooled": {d: iqa_metrics(v, lv)["srcc"] for d, (lv, v) in pooled.items()},
+        "scores": table,
+    }
+
+
+class ZeroShotEvalCallback(TrainerCallback):
+    """Logs zero-shot SRCC on validation tables before training, every `every_steps` steps (0: never) and at the
+    end. `tables`: `{name: (images, targets)}`, images as paths/PIL/arrays, targets higher = better. Results are
+    kept in `history` and in the trainer's log history (`zeroshot_<table>_srcc_<prompt set>`)."""
+
+    def __init__(
+        self,
+        model: UniQAModel,
+        tables: Mapping[str, tuple[Sequence[Any], Sequence[float]]],
+        every_steps: int = 0,
+    ):
+        self.model = model
+        self.tables = {name: (list(images), list(targets)) for name, (images, targets) in tables.items()}
+        self.every_steps = every_steps
+        self.history: list[dict[str, float]] = []
+
+    def _run(self, state, step: int) -> None:
+        if not state.is_world_process_zero:
+            return
+        metrics: dict[str, float] = {}
+        for name, (images, targets) in self.tables.items():
+            for key, value in zero_shot_srcc(self.model, images, targets).items():
+                metrics[f"zeroshot_{name}_{key}"] = value
+        self.history.append({"step": step, **metrics})
+        logger.info("step %d: %s", step, metrics)
+        state.log_history.append({"step": step, **metrics})
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self._run(state, 0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every_steps and state.global_step % self.every_steps == 0 and state.global_step < state.max_steps:
+            self._run(state, state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._run(state, state.global_step)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Model construction and training.
+
+
+def build_model(
+    text_config: Mapping[str, Any],
+    vision_config: Mapping[str, Any],
+    projection_dim: int,
+    tokenizer_dir: str | os.PathLike,
+    seed: int = 0,
+    **config_kwargs,
+) -> UniQAModel:
+    """A randomly initialised UniQA model from tower sizes (CLIP defaults for what is not given), with the CLIP
+    tokenizer written to `tokenizer_dir`. Seeded: the same arguments give the same weights."""
+    text = {"eos_token_id": 49407, "bos_token_id": 49406, "pad_token_id": 0, "hidden_act": "quick_gelu"}
+    vision = {"hidden_act": "quick_gelu"}
+    text.update(text_config)
+    vision.update(vision_config)
+    text["projection_dim"] = vision["projection_dim"] = projection_dim
+    config = UniQAConfig(
+        text_config=CLIPTextConfig(**text),
+        vision_config=CLIPVisionConfig(**vision),
+        projection_dim=projection_dim,
+        **config_kwargs,
+    )
+    torch.manual_seed(seed)
+    model = UniQAModel(config)
+    model.tokenizer = write_tokenizer(tokenizer_dir, context_length=text.get("max_position_embeddings", 77))
+    return model
+
+
+def pretraining_arguments(output_dir: str | os.PathLike, **overrides) -> TrainingArguments:
+    """`TrainingArguments` with the authors' optimiser defaults and what contrastive training needs
+    (drop the last incomplete batch, keep all columns); `overrides` win."""
+    values: dict[str, Any] = {
+        **AUTHORS_OPTIMIZER,
+        "output_dir": str(output_dir),
+        "lr_scheduler_type": "cosine",
+        "dataloader_drop_last": True,
+        "remove_unused_columns": False,
+        "report_to": "none",
+        "save_strategy": "steps",
+        "logging_steps": 10,
+        "seed": 0,
+        "data_seed": 0,
+    }
+    values.update(overrides)
+    return TrainingArguments(**values)
+
+
+class ContrastiveTrainer(Trainer):
+    """`Trainer` reading the (already shuffled, deterministic) [`CorpusDataset`] in order, so that resuming
+    from a checkpoint continues with exactly the items an uninterrupted run would have seen."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+
+def pretrain(
+    model: UniQAModel,
+    corpus: Sequence[Mapping[str, Any]],
+    image_root: str | os.PathLike,
+    args: TrainingArguments,
+    epochs: int = 1,
+    eval_tables: Mapping[str, tuple[Sequence[Any], Sequence[float]]] | None = None,
+    eval_every_steps: int = 0,
+    resume_from_checkpoint: str | bool | None = None,
+) -> dict[str, Any]:
+    """Contrastively train both towers of `model` on `corpus` (entries `{"image_path", "prompt"}` under
+    `image_root`) for `epochs` passes; `args.num_train_epochs` is ignored (the dataset holds the passes).
+    `eval_tables` (`{name: (images, targets)}`) are scored zero-shot before, during and after training.
+
+    Saves the trained model (with tokenizer and processor) to `args.output_dir/final` on the main process and
+    returns `{"train": trainer metrics, "zero_shot": [SRCC history], "log_history": [...]}`.
+    """
+    dataset = CorpusDataset(corpus, image_root, model.image_processor, epochs=epochs, seed=args.seed)
+    args.num_train_epochs = 1
+    model.train()
+    callbacks = []
+    zero_shot = None
+    if eval_tables:
+        zero_shot = ZeroShotEvalCallback(model, eval_tables, every_steps=eval_every_steps)
+        callbacks.append(zero_shot)
+    trainer = ContrastiveTrainer(
+        model=ContrastiveModel(model),
+        args=args,
+        train_dataset=dataset,
+        data_collator=ContrastiveCollator(model.tokenizer, model.config.text_config.max_position_embeddings),
+        callbacks=callbacks,
+    )
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    with torch.no_grad():
+        model.clip.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+    model.eval()
+    if trainer.is_world_process_zero():
+        model.save_pretrained(Path(args.output_dir) / "final")
+    return {
+        "train": result.metrics,
+        "zero_shot": zero_shot.history if zero_shot else [],
+        "log_history": trainer.state.log_history,
+    }

@@ -1,0 +1,207 @@
+"""Configuration of UniQA: two CLIP towers, prompt sets, the level vector and named adapters."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
+
+LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")
+DEFAULT_LEVELS = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+# Prompt sets: each group holds one prompt per level, worst first. A group is scored with a softmax over
+# its prompts; a set's score is the mean of its group scores (method.md §3).
+DEFAULT_PROMPT_SETS: dict[str, dict[str, Any]] = {
+    "level5": {
+        "task": "quality",
+        "groups": {"overall": ["bad image", "poor image", "fair image", "good image", "perfect image"]},
+    },
+    "ensemble20": {
+        "task": "quality",
+        "groups": {
+            "overall": ["bad image", "poor image", "fair image", "good image", "perfect image"],
+            "sharpness": [
+                "extremely blurry image",
+                "blurry image",
+                "fair image",
+                "sharp image",
+                "extremely sharp image",
+            ],
+            "noise": [
+                "extremely noisy image",
+                "noisy image",
+                "fair image",
+                "noise-free image",
+                "extremely noise-free image",
+            ],
+            "quality": [
+                "extremely low-quality image",
+                "low-quality image",
+                "fair image",
+                "high-quality image",
+                "extremely high-quality image",
+            ],
+        },
+    },
+    # Zero-shot aesthetics prompts are not specified by the UniQA authors; this set is this project's design:
+    # overall appeal plus three cues photographers judge (composition, light, colour).
+    "aesthetics20": {
+        "task": "aesthetics",
+        "groups": {
+            "appeal": [
+                "an ugly photo",
+                "an unattractive photo",
+                "an ordinary photo",
+                "an attractive photo",
+                "a beautiful photo",
+            ],
+            "composition": [
+                "a photo with terrible composition",
+                "a photo with poor composition",
+                "a photo with ordinary composition",
+                "a photo with good composition",
+                "a photo with excellent composition",
+            ],
+            "lighting": [
+                "a photo with terrible lighting",
+                "a photo with dull lighting",
+                "a photo with ordinary lighting",
+                "a photo with good lighting",
+                "a photo with stunning lighting",
+            ],
+            "colour": [
+                "a photo with ugly colours",
+                "a photo with dull colours",
+                "a photo with ordinary colours",
+                "a photo with pleasing colours",
+                "a photo with vivid, harmonious colours",
+            ],
+        },
+    },
+}
+DEFAULT_TASK_PROMPT_SETS = {"quality": "ensemble20", "aesthetics": "aesthetics20"}
+TASKS = ("quality", "aesthetics")
+
+
+class UniQAConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`UniQAModel`]: a CLIP text tower and vision tower with projections, the prompt sets
+    used for zero-shot scoring, the level vector and the named adapters.
+
+    Args:
+        text_config (`dict` or `CLIPTextConfig`, *optional*):
+            The text tower. Defaults to CLIP ViT-B/16's (width 512, 12 layers, 8 heads, context 77).
+        vision_config (`dict` or `CLIPVisionConfig`, *optional*):
+            The vision tower. Defaults to ViT-B/16 at 224 px (width 768, 12 layers, 12 heads).
+        projection_dim (`int`, *optional*, defaults to 512):
+            Size of the joint image-text embedding.
+        logit_scale_init_value (`float`, *optional*, defaults to ln(100)):
+            Initial value of the learnable temperature (its `exp` multiplies cosine similarities).
+        levels (`list[float]`, *optional*, defaults to `[0.2, 0.4, 0.6, 0.8, 1.0]`):
+            Value of each level prompt (worst to best) in zero-shot scoring.
+        prompt_sets (`dict`, *optional*):
+            `{name: {"task": "quality"|"aesthetics", "groups": {group: [one prompt per level]}}}`.
+        task_prompt_sets (`dict`, *optional*):
+            The zero-shot prompt set used for each task when none is named.
+        adapters (`dict`, *optional*):
+            Metadata of the named adapters: `{name: {"task", "bottleneck_dim", "prompt_set", "dataset",
+            "mos_range", "metrics"}}`. Their weights live in the model's state dict.
+        unavailable_tasks (`dict`, *optional*):
+            `{task: reason}` for tasks this model cannot score (e.g. a model trained without aesthetic data); asking
+            for one raises an error with the reason.
+        crop_mode (`str`, *optional*, defaults to `"grid"`):
+            Default test-time crop protocol of `score`: `"grid"` (deterministic), `"random"` (the paper's,
+            seeded) or `"center"`.
+        crops (`int`, *optional*, defaults to 9):
+            Default number of crops per image (a grid uses ceil(sqrt(crops)) positions per axis).
+        max_side (`int`, *optional*):
+            If set, images whose longer side exceeds it are downscaled to it before cropping. The paper
+            crops the un-resized image (`None`).
+    """
+
+    model_type = "uniqa"
+    sub_configs = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
+
+    def __init__(
+        self,
+        text_config: dict | CLIPTextConfig | None = None,
+        vision_config: dict | CLIPVisionConfig | None = None,
+        projection_dim: int = 512,
+        logit_scale_init_value: float = 4.605170249938965,
+        levels: list[float] | None = None,
+        prompt_sets: dict[str, dict[str, Any]] | None = None,
+        task_prompt_sets: dict[str, str] | None = None,
+        adapters: dict[str, dict[str, Any]] | None = None,
+        unavailable_tasks: dict[str, str] | None = None,
+        crop_mode: str = "grid",
+        crops: int = 9,
+        max_side: int | None = None,
+        **kwargs,
+    ):
+        if isinstance(text_config, dict):
+            text_config = CLIPTextConfig(**text_config)
+        if isinstance(vision_config, dict):
+            vision_config = CLIPVisionConfig(**vision_config)
+        self.text_config = (
+            text_config
+            if text_config is not None
+            else CLIPTextConfig(
+                eos_token_id=49407, bos_token_id=49406, pad_token_id=0, hidden_act="quick_gelu", projection_dim=512
+            )
+        )
+        self.vision_config = (
+            vision_config
+            if vision_config is not None
+            else CLIPVisionConfig(
+                hidden_size=768, patch_size=16, image_size=224, hidden_act="quick_gelu", projection_dim=512
+            )
+        )
+        self.projection_dim = projection_dim
+        self.logit_scale_init_value = logit_scale_init_value
+        self.initializer_factor = kwargs.pop("initializer_factor", 1.0)
+        self.levels = list(levels if levels is not None else DEFAULT_LEVELS)
+        self.prompt_sets = copy.deepcopy(prompt_sets if prompt_sets is not None else DEFAULT_PROMPT_SETS)
+        self.task_prompt_sets = dict(task_prompt_sets if task_prompt_sets is not None else DEFAULT_TASK_PROMPT_SETS)
+        self.adapters = copy.deepcopy(adapters) if adapters is not None else {}
+        self.unavailable_tasks = dict(unavailable_tasks or {})
+        if crop_mode not in ("grid", "random", "center"):
+            raise ValueError(f"crop_mode must be 'grid', 'random' or 'center', not {crop_mode!r}")
+        self.crop_mode = crop_mode
+        self.crops = crops
+        self.max_side = max_side
+        kwargs.setdefault(
+            "custom_pipelines",
+            {
+                "image-quality-assessment": {
+                    "impl": "pipeline_uniqa.ImageQualityAssessmentPipeline",
+                    "pt": ["AutoModel"],
+                    "type": "image",
+                }
+            },
+        )
+        super().__init__(**kwargs)
+        self._validate_prompt_sets()
+
+    def _validate_prompt_sets(self) -> None:
+        for name, prompt_set in self.prompt_sets.items():
+            if prompt_set.get("task") not in TASKS:
+                raise ValueError(f"prompt set {name!r}: task must be one of {TASKS}, not {prompt_set.get('task')!r}")
+            for group, prompts in prompt_set["groups"].items():
+                if len(prompts) != len(self.levels):
+                    raise ValueError(
+                        f"prompt set {name!r}, group {group!r}: {len(prompts)} prompts for {len(self.levels)} levels"
+                    )
+        for task, name in self.task_prompt_sets.items():
+            if name not in self.prompt_sets:
+                raise ValueError(f"task {task!r} names unknown prompt set {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        for key in ("text_config", "vision_config"):
+            value = getattr(self, key)
+            output[key] = value.to_dict() if hasattr(value, "to_dict") else value
+        return output
+
+
+UniQAConfig.register_for_auto_class()

@@ -1,0 +1,348 @@
+"""Image loading and test-time cropping for UniQA.
+
+UniQA scores 224x224 windows of the un-resized image (method.md §5). `UniQAImageProcessor` turns any image
+into such crops, deterministically by default, with CLIP's normalisation.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import stat
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CROP_MODES = ("grid", "random", "center")
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
+
+
+def _to_8bit(array: np.ndarray) -> np.ndarray:
+    """Scale an integer or float array to uint8.
+
+    uint16 is always divided by 257 (a dark 16-bit image stays dark); other integer types are divided by 257 only
+    when they exceed 255; floats with a maximum <= 1 are taken as [0, 1]; booleans map to 0/255.
+    """
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        scale = 255.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(array) * scale + 0.5, 0, 255).astype(np.uint8)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    divisor = 257.0 if array.dtype == np.uint16 or int(array.max(initial=0)) > 255 else 1.0
+    return np.clip(array / divisor + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB.
+
+    Transparent images (RGBA, LA, PA, palette with transparency) are composited on `background`;
+    16-bit and 32-bit grey levels are scaled, not clipped; CMYK and YCbCr use Pillow's conversion.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return Image.fromarray(_to_8bit(np.asarray(image)), mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+# ISO-BMFF brands (bytes 8-12 of the file) of formats Pillow may lack a decoder for.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+
+def _sniff(path: str) -> str | None:
+    """Name what a file Pillow cannot identify holds, from its first bytes: `"empty"`, `"heif"`, `"avif"`,
+    `"jxl"`, `"text"` or `None`."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return "empty"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return "heif" if brand in _HEIF_BRANDS else "avif" if brand in _AVIF_BRANDS else None
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
+        return "jxl"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if b"\x00" in head else "text"
+
+
+def _register_heif_plugin() -> bool:
+    """Register pillow-heif's opener if it is installed and not registered yet; True if HEIF can now be read."""
+    if "HEIF" in Image.OPEN:
+        return False  # registered already, so it is not the missing piece
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return "HEIF" in Image.OPEN
+
+
+_UNSUPPORTED = {
+    "empty": "empty file (0 bytes)",
+    "text": "not an image: the file holds text",
+    "heif": "HEIC/HEIF image: no HEIF decoder is installed (`pip install pillow-heif` adds one)",
+    "avif": "AVIF image: this Pillow has no AVIF decoder (upgrade Pillow or install an AVIF plugin)",
+    "jxl": "JPEG XL image: unsupported format (no decoder)",
+}
+
+
+class _NotRegularFileError(OSError):
+    """A path that exists but is not a regular file or a folder."""
+
+
+def _open_error_reason(path: str, error: BaseException) -> str:
+    """A short, readable reason why `path` could not be read as an image."""
+    if isinstance(error, FileNotFoundError):
+        return f"broken symbolic link (to {os.readlink(path)!r})" if os.path.islink(path) else "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory, not a file"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"refused as a possible decompression bomb: {error}"
+    if isinstance(error, UnidentifiedImageError):
+        kind = _sniff(path)
+        return _UNSUPPORTED.get(kind, "not a recognised image format (unknown or corrupt header)")
+    if isinstance(error, _NotRegularFileError):
+        return "not a regular file (a pipe, socket or device)"
+    if isinstance(error, OSError) and "truncated" in str(error).lower():
+        return f"truncated image data ({error})"
+    return f"corrupt or unsupported image data ({type(error).__name__}: {error})"
+
+
+def _open_path(path: str, background: tuple[int, int, int]) -> Image.Image:
+    """Decode the first frame of an image file fully, upright, as RGB; refuse images over the pixel limit."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if not stat.S_ISREG(mode):  # opening a FIFO would block forever
+        raise _NotRegularFileError(path)
+    with Image.open(path) as opened:
+        limit = Image.MAX_IMAGE_PIXELS
+        width, height = opened.size
+        if limit and width * height > limit:
+            raise Image.DecompressionBombError(
+                f"{width}x{height} = {width * height} pixels, over the limit of {limit} "
+                "(PIL.Image.MAX_IMAGE_PIXELS; raise it, or set it to None, for larger trusted images)"
+            )
+        opened.seek(0)
+        opened.load()
+        image = ImageOps.exif_transpose(opened)
+        image.load()
+    return to_rgb(image, background)
+
+
+def load_image(image: ImageInput, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Load a path, PIL image or array as an upright 8-bit RGB PIL image.
+
+    Paths are decoded fully (so a truncated file fails here) and EXIF orientation is applied; animated files
+    (GIF, WebP, APNG) give their first frame. Any file that cannot be read raises a `ValueError` that names the
+    file and the reason, including images over Pillow's decompression-bomb limit `PIL.Image.MAX_IMAGE_PIXELS`
+    (refused before decoding) and formats without an installed decoder (HEIC without `pillow-heif`).
+    Arrays: `(H, W)`, `(H, W, 1|3|4)`; uint8, uint16 or floats in [0, 1].
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        try:
+            return _open_path(path, background)
+        except UnidentifiedImageError as error:
+            if _sniff(path) == "heif" and _register_heif_plugin():
+                return load_image(path, background)
+            raise ValueError(f"{path}: cannot read image: {_open_error_reason(path, error)}") from error
+        except Exception as error:  # any decoder failure becomes a per-file error, never a crash of the batch
+            raise ValueError(f"{path}: cannot read image: {_open_error_reason(path, error)}") from error
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+            raise ValueError(f"array image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}")
+        return to_rgb(Image.fromarray(_to_8bit(array)), background)
+    if isinstance(image, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(image), background)
+    raise TypeError(f"unsupported image type {type(image).__name__}: pass a path, a PIL image or a numpy array")
+
+
+class UniQAImageProcessor(BaseImageProcessor):
+    r"""
+    Turns images into normalised `crop_size` crops for UniQA.
+
+    Args:
+        crop_size (`int`, defaults to 224): side of the square crops (the vision tower's input size).
+        image_mean, image_std (`tuple[float]`): per-channel normalisation of pixels in [0, 1] (CLIP's).
+        crop_mode (`str`, defaults to `"grid"`): `"grid"` — evenly spaced windows over the whole image,
+            deterministic; `"random"` — the paper's random windows, seeded per image by its content and `seed`;
+            `"center"` — one centre window.
+        crops (`int`, defaults to 9): crops per image; a grid uses `ceil(sqrt(crops))` positions per axis
+            (fewer where the image is no larger than a crop along that axis).
+        max_side (`int`, *optional*): downscale images whose longer side exceeds it before cropping.
+        background (`tuple[int]`, defaults to white): colour transparent images are composited on.
+
+    Images smaller than a crop are upscaled (bicubic) so their short side equals `crop_size`; an image of exactly
+    `crop_size` x `crop_size` is used as it is.
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(
+        self,
+        crop_size: int = 224,
+        image_mean: Sequence[float] = CLIP_MEAN,
+        image_std: Sequence[float] = CLIP_STD,
+        crop_mode: str = "grid",
+        crops: int = 9,
+        max_side: int | None = None,
+        background: Sequence[int] = (255, 255, 255),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.crop_size = int(crop_size)
+        self.image_mean = [float(v) for v in image_mean]
+        self.image_std = [float(v) for v in image_std]
+        self.crop_mode = crop_mode
+        self.crops = int(crops)
+        self.max_side = max_side
+        self.background = [int(v) for v in background]
+
+    def load_image(self, image: ImageInput) -> Image.Image:
+        """See [`load_image`]; uses this processor's background colour."""
+        return load_image(image, tuple(self.background))
+
+    def resize_for_crops(self, image: Image.Image, max_side: int | None) -> Image.Image:
+        """Downscale to `max_side` (if set) and upscale images smaller than a crop."""
+        width, height = image.size
+        if max_side and max(width, height) > max_side:
+            ratio = max_side / max(width, height)
+            width, height = max(1, round(width * ratio)), max(1, round(height * ratio))
+        if min(width, height) < self.crop_size:
+            ratio = self.crop_size / min(width, height)
+            width, height = max(self.crop_size, round(width * ratio)), max(self.crop_size, round(height * ratio))
+        if (width, height) != image.size:
+            image = image.resize((width, height), Image.BICUBIC)
+        return image
+
+    def crop_boxes(self, image: Image.Image, crop_mode: str, crops: int, seed: int) -> list[tuple[int, int]]:
+        """Top-left corners `(left, top)` of the crops of an image already sized by `resize_for_crops`."""
+        width, height = image.size
+        size = self.crop_size
+        if crop_mode == "center":
+            return [((width - size) // 2, (height - size) // 2)]
+        if crop_mode == "grid":
+            per_axis = max(1, math.ceil(math.sqrt(crops)))
+            lefts = sorted({round(v) for v in np.linspace(0, width - size, per_axis)})
+            tops = sorted({round(v) for v in np.linspace(0, height - size, per_axis)})
+            return [(left, top) for top in tops for left in lefts]
+        if crop_mode == "random":
+            content_key = zlib.crc32(image.tobytes())
+            rng = np.random.default_rng([seed, content_key])
+            lefts = rng.integers(0, width - size + 1, size=crops)
+            tops = rng.integers(0, height - size + 1, size=crops)
+            return [(int(left), int(top)) for left, top in zip(lefts, tops, strict=True)]
+        raise ValueError(f"crop_mode must be one of {CROP_MODES}, not {crop_mode!r}")
+
+    def crop_image(
+        self,
+        image: ImageInput,
+        crop_mode: str | None = None,
+        crops: int | None = None,
+        max_side: int | None = None,
+        seed: int = 0,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """One image -> `(n_crops, 3, crop_size, crop_size)` float32, normalised; with `normalize=False`, the raw
+        uint8 crops (4x less to move to a GPU; finish with [`~UniQAImageProcessor.normalize`] there)."""
+        crop_mode = crop_mode or self.crop_mode
+        crops = crops or self.crops
+        image = self.resize_for_crops(self.load_image(image), max_side if max_side is not None else self.max_side)
+        pixels = np.asarray(image)
+        size = self.crop_size
+        boxes = self.crop_boxes(image, crop_mode, crops, seed)
+        windows = np.stack([pixels[top : top + size, left : left + size] for left, top in boxes]).transpose(0, 3, 1, 2)
+        windows = torch.from_numpy(np.ascontiguousarray(windows))
+        return self.normalize(windows) if normalize else windows
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 crops `(N, 3, S, S)` -> float32 `(pixels / 255 - mean) / std`, on the crops' device."""
+        std = torch.tensor(self.image_std, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+        mean = torch.tensor(self.image_mean, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+        return pixels.float() * (1.0 / (255.0 * std)) - mean / std
+
+    def preprocess(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        crop_mode: str | None = None,
+        crops: int | None = None,
+        max_side: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        **kwargs,
+    ) -> BatchFeature:
+        """Images -> `pixel_values` `(total_crops, 3, S, S)` and `image_index` `(total_crops,)` (which image each
+        crop came from). `num_workers > 0` decodes and crops in that many threads (same output)."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        per_image = list(
+            map_in_threads(lambda image: self.crop_image(image, crop_mode, crops, max_side, seed), images, num_workers)
+        )
+        image_index = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(per_image)])
+        return BatchFeature({"pixel_values": torch.cat(per_image), "image_index": image_index})
+
+
+def default_num_workers() -> int:
+    """Threads that decode and crop images ahead of the model: `min(4, CPU count)`."""
+    return min(4, os.cpu_count() or 1)
+
+
+def map_in_threads(
+    function: Callable[[Any], Any], items: Iterable[Any], num_workers: int, lookahead: int | None = None
+) -> Iterator[Any]:
+    """`map(function, items)` computed in `num_workers` threads, yielded in input order.
+
+    At most `lookahead` (default `2 * num_workers + 2`) results are in flight, so memory stays flat however many
+    items there are. Pillow's decoders and numpy release the GIL, so threads overlap image decoding with a model
+    running in the calling thread. `num_workers <= 0` maps in the calling thread. Exceptions are re-raised when
+    their item's turn comes.
+    """
+    if num_workers <= 0:
+        yield from map(function, items)
+        return
+    lookahead = max(1, lookahead or 2 * num_workers + 2)
+    with ThreadPoolExecutor(num_workers, thread_name_prefix="uniqa-decode") as pool:
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= lookahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # a consumer that stops early (or an error) cancels what has not started
+            for future in pending:
+                future.cancel()
+
+
+UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")

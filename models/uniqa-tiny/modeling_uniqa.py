@@ -1,0 +1,711 @@
+"""UniQA: CLIP towers + level prompts + named multi-cue adapters, scoring image quality and aesthetics."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast, PreTrainedModel
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils import ModelOutput
+
+from .adapter import LevelPromptHead, MultiCueAdapter
+from .configuration_uniqa import TASKS, UniQAConfig
+from .image_processing_uniqa import ImageInput, UniQAImageProcessor, default_num_workers, map_in_threads
+from .pipeline_uniqa import ImageQualityAssessmentPipeline
+
+
+@dataclass
+class UniQAOutput(ModelOutput):
+    """
+    Output of [`UniQAModel.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): MSE between `scores` and `labels` when given.
+        scores (`torch.FloatTensor` of shape `(N,)`): one score per input crop, higher is better.
+        level_probs (`torch.FloatTensor` of shape `(N, G, K)`): softmax over the `K` level prompts of each of
+            the `G` prompt groups.
+        image_embeds (`torch.FloatTensor` of shape `(N, D)`): raw projected image embeddings (before the adapter).
+    """
+
+    loss: torch.FloatTensor | None = None
+    scores: torch.FloatTensor | None = None
+    level_probs: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+
+
+@dataclass
+class ScoreDetails:
+    """Per-image results of `UniQAModel.score(..., return_details=True)`.
+
+    Args:
+        scores: `(N,)` image scores (crop means), higher is better.
+        level_probs: `(N, G, K)` level-prompt probabilities per group, averaged over crops.
+        groups: the `G` prompt-group names. levels: the `K` level values, worst first.
+    """
+
+    scores: torch.Tensor
+    level_probs: torch.Tensor
+    groups: list[str]
+    levels: list[float]
+    task: str
+    adapter: str | None
+
+
+PromptSetLike = str | Mapping[str, Any]
+
+
+def _checked_prompt_set(prompt_set: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate an ad-hoc prompt set and fill in evenly spaced levels in [0, 1]."""
+    groups = {name: list(prompts) for name, prompts in dict(prompt_set.get("groups", {})).items()}
+    sizes = {len(prompts) for prompts in groups.values()}
+    if not groups or len(sizes) != 1 or min(sizes) < 2:
+        raise ValueError("an ad-hoc prompt set needs 'groups' of at least 2 prompts each, all of the same size")
+    size = sizes.pop()
+    levels = [float(v) for v in prompt_set.get("levels", [i / (size - 1) for i in range(size)])]
+    if len(levels) != size:
+        raise ValueError(f"{len(levels)} levels for groups of {size} prompts")
+    return {"groups": groups, "levels": levels, "task": prompt_set.get("task", "quality")}
+
+
+def _pooled(output: torch.Tensor | ModelOutput) -> torch.Tensor:
+    """CLIP's `get_*_features` return a tensor (transformers 4.x) or an output object (5.x)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """`"fp32"`/`"bf16"`/`"fp16"` (or their long names, or a `torch.dtype`) -> `torch.dtype`; `None` stays `None`."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch.dtype, not {dtype!r}")
+    return DTYPES[dtype]
+
+
+def _full_device(device: str | torch.device) -> torch.device:
+    """`"cuda"` -> `cuda:<current index>`, so that it compares equal to a parameter's device."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _converted(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A frozen copy of a parameter or buffer on `device`; floating-point tensors in `dtype`."""
+    converted = tensor.detach().to(device, dtype if tensor.is_floating_point() else tensor.dtype)
+    return nn.Parameter(converted, requires_grad=False) if isinstance(tensor, nn.Parameter) else converted
+
+
+class ImageTower(nn.Module):
+    """CLIP's vision transformer and visual projection: `(N, 3, S, S)` pixels -> `(N, D)` raw image embeddings,
+    the same as `CLIPModel.get_image_features`."""
+
+    def __init__(self, vision_model: nn.Module, visual_projection: nn.Module):
+        super().__init__()
+        self.vision_model = vision_model
+        self.visual_projection = visual_projection
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
+
+
+class UniQAPreTrainedModel(PreTrainedModel):
+    config_class = UniQAConfig
+    base_model_prefix = "uniqa"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["CLIPEncoderLayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The CLIP sub-model initialises itself; adapters keep PyTorch's default linear init and their levels.
+        if isinstance(module, LevelPromptHead):
+            return
+
+
+class UniQAModel(UniQAPreTrainedModel):
+    """UniQA model.
+
+    `clip` holds the CLIP towers (transformers' `CLIPModel`); `adapters` holds the named [`MultiCueAdapter`]s.
+    Scores are level-weighted prompt probabilities, in `[min(levels), max(levels)]`, higher is better.
+    """
+
+    higher_is_better = True
+
+    def __init__(self, config: UniQAConfig):
+        super().__init__(config)
+        clip_config = CLIPConfig(
+            text_config=config.text_config.to_dict(),
+            vision_config=config.vision_config.to_dict(),
+            projection_dim=config.projection_dim,
+            logit_scale_init_value=config.logit_scale_init_value,
+        )
+        clip_config._attn_implementation = config._attn_implementation
+        self.clip = CLIPModel(clip_config)
+        self.level_head = LevelPromptHead()
+        self.adapters = nn.ModuleDict(
+            {
+                name: MultiCueAdapter(config.projection_dim, meta.get("bottleneck_dim"), config.levels)
+                for name, meta in config.adapters.items()
+            }
+        )
+        self.active_adapter: str | None = None
+        self._text_embeds_cache: dict[tuple, torch.Tensor] = {}
+        self._tokenizer = None
+        self._image_processor: UniQAImageProcessor | None = None
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Processing companions, loaded with the model from the same folder or Hub revision.
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`; also loads the tokenizer and image processor saved with the model,
+        from the same place and `revision`."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder") if k in kwargs}
+        try:
+            tokenizer = CLIPTokenizerFast.from_pretrained(pretrained_model_name_or_path, **hub)
+        except (OSError, ValueError, TypeError):
+            tokenizer = None
+        # without tokenizer files, transformers 5 builds a near-empty vocabulary instead of failing: refuse it
+        if tokenizer is not None and len(tokenizer) == model.config.text_config.vocab_size:
+            model._tokenizer = tokenizer
+        with contextlib.suppress(OSError):  # no preprocessor_config.json: built from the config on first use
+            model._image_processor = UniQAImageProcessor.from_pretrained(pretrained_model_name_or_path, **hub)
+        return model
+
+    @property
+    def tokenizer(self):
+        """The CLIP tokenizer saved with the model."""
+        if self._tokenizer is None:
+            raise ValueError(
+                "this model has no tokenizer: load it from a folder holding tokenizer files, or set "
+                "`model.tokenizer = CLIPTokenizerFast.from_pretrained(...)`"
+            )
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._text_embeds_cache.clear()
+
+    @property
+    def image_processor(self) -> UniQAImageProcessor:
+        """The image processor saved with the model, or one built from the config."""
+        if self._image_processor is None:
+            self._image_processor = UniQAImageProcessor(
+                crop_size=self.config.vision_config.image_size,
+                crop_mode=self.config.crop_mode,
+                crops=self.config.crops,
+                max_side=self.config.max_side,
+            )
+        return self._image_processor
+
+    @image_processor.setter
+    def image_processor(self, image_processor: UniQAImageProcessor) -> None:
+        self._image_processor = image_processor
+
+    def train(self, mode: bool = True):
+        self._text_embeds_cache.clear()
+        return super().train(mode)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """Save weights, config, code, the image processor, the tokenizer (when known) and the pipeline code."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        self.image_processor.save_pretrained(save_directory)
+        if self._tokenizer is not None:
+            self._tokenizer.save_pretrained(save_directory)
+        custom_object_save(ImageQualityAssessmentPipeline, save_directory)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Features, as CLIP's.
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(N, 3, S, S)` normalised pixels -> `(N, projection_dim)` raw (unnormalised) image embeddings."""
+        return _pooled(self.clip.get_image_features(pixel_values=pixel_values))
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`(N, L)` token ids -> `(N, projection_dim)` raw text embeddings (end-of-text token, projected)."""
+        return _pooled(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Prompts -> `(len(prompts), projection_dim)` L2-normalised text embeddings."""
+        tokens = self.tokenizer(list(prompts), padding=True, return_tensors="pt").to(self.device)
+        embeds = self.get_text_features(tokens["input_ids"], tokens["attention_mask"])
+        return embeds / embeds.norm(dim=-1, keepdim=True)
+
+    def prompt_groups(self, prompt_set: PromptSetLike) -> dict[str, list[str]]:
+        """`{group: prompts}` of a named prompt set or of an ad-hoc one (`{"groups": ..., "levels": ...}`)."""
+        return dict(
+            prompt_set["groups"] if isinstance(prompt_set, Mapping) else self.config.prompt_sets[prompt_set]["groups"]
+        )
+
+    def prompt_embeds(self, prompt_set: PromptSetLike) -> torch.Tensor:
+        """A prompt set -> `(G, K, D)` normalised embeddings.
+
+        Cached unless gradients flow into the text tower; the cache is cleared by `train()`/`eval()`.
+        """
+        groups = list(self.prompt_groups(prompt_set).values())
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.clip.text_model.parameters())
+        # inference-mode tensors cannot enter autograd graphs, so they are cached apart
+        prompts = tuple(p for group in groups for p in group)
+        key = (prompts, self.device, self.dtype, torch.is_inference_mode_enabled())
+        if not needs_grad and key in self._text_embeds_cache:
+            return self._text_embeds_cache[key]
+        with torch.set_grad_enabled(needs_grad):
+            embeds = self.encode_prompts(prompts).view(len(groups), len(groups[0]), -1)
+        if not needs_grad:
+            self._text_embeds_cache[key] = embeds
+        return embeds
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Scoring.
+
+    def resolve(
+        self, task: str | None = None, adapter: str | None = None, prompt_set: PromptSetLike | None = None
+    ) -> tuple[str, str | None, PromptSetLike]:
+        """Check a (task, adapter, prompt set) request and fill in defaults -> `(task, adapter, prompt_set)`.
+
+        `prompt_set` is a name from `config.prompt_sets` or an ad-hoc mapping `{"groups": {name: [prompts, worst
+        first]}, "levels": [one value per prompt] (default: evenly spaced in [0, 1]), "task": ...}`.
+        """
+        if task is not None and task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+        if isinstance(prompt_set, Mapping):
+            return task or prompt_set.get("task") or "quality", adapter, _checked_prompt_set(prompt_set)
+        if adapter is not None:
+            if adapter not in self.config.adapters:
+                known = ", ".join(self.config.adapters) or "none"
+                raise ValueError(f"unknown adapter {adapter!r} (this model has: {known})")
+            meta = self.config.adapters[adapter]
+            if task is not None and task != meta["task"]:
+                raise ValueError(f"adapter {adapter!r} scores {meta['task']}, not {task}")
+            return meta["task"], adapter, prompt_set or meta.get("prompt_set", "level5")
+        if prompt_set is None:
+            task = task or "quality"
+            if task in self.config.unavailable_tasks:
+                raise ValueError(f"this model does not score {task}: {self.config.unavailable_tasks[task]}")
+            if task not in self.config.task_prompt_sets:
+                raise ValueError(
+                    f"this model has no zero-shot prompt set for {task}; "
+                    f"available prompt sets: {', '.join(self.config.prompt_sets)}"
+                )
+            return task, None, self.config.task_prompt_sets[task]
+        if prompt_set not in self.config.prompt_sets:
+            raise ValueError(
+                f"unknown prompt set {prompt_set!r} (this model has: {', '.join(self.config.prompt_sets)})"
+            )
+        set_task = self.config.prompt_sets[prompt_set]["task"]
+        if task is not None and task != set_task:
+            raise ValueError(f"prompt set {prompt_set!r} scores {set_task}, not {task}")
+        return set_task, None, prompt_set
+
+    def levels_for(self, adapter: str | None, prompt_set: PromptSetLike | None = None) -> torch.Tensor:
+        """`(K,)` level values: the adapter's learned levels, an ad-hoc prompt set's, or the config's."""
+        if adapter is not None:
+            return self.adapters[adapter].levels
+        if isinstance(prompt_set, Mapping):
+            return torch.tensor(prompt_set["levels"], device=self.device)
+        return torch.tensor(self.config.levels, device=self.device)
+
+    def score_range(
+        self, task: str | None = None, adapter: str | None = None, prompt_set: PromptSetLike | None = None
+    ) -> tuple[float, float]:
+        """Smallest and largest score the model can give for this request (scores are convex level mixtures)."""
+        _, adapter, prompt_set = self.resolve(task, adapter, prompt_set)
+        levels = self.levels_for(adapter, prompt_set).detach()
+        return float(levels.min()), float(levels.max())
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        task: str | None = None,
+        adapter: str | None = None,
+        prompt_set: PromptSetLike | None = None,
+        return_dict: bool | None = None,
+    ) -> UniQAOutput | tuple:
+        """Score crops.
+
+        Args:
+            pixel_values: `(N, 3, S, S)` normalised crops (see [`UniQAImageProcessor`]).
+            labels: `(N,)` targets in the score's scale (normalised MOS in [0, 1]); adds an MSE `loss`.
+            task, adapter, prompt_set: what to score (see [`~UniQAModel.score`]); `adapter` defaults to
+                `model.active_adapter`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        task, adapter, prompt_set = self.resolve(task, adapter or self.active_adapter, prompt_set)
+        image_embeds = self.get_image_features(pixel_values)
+        adapted = self.adapters[adapter](image_embeds) if adapter is not None else image_embeds
+        scores, level_probs = self.level_head(
+            adapted, self.prompt_embeds(prompt_set), self.levels_for(adapter, prompt_set), self.clip.logit_scale
+        )
+        loss = None
+        if labels is not None:
+            loss = nn.functional.mse_loss(scores.float(), labels.to(scores.device, torch.float32))
+        if not return_dict:
+            output = (scores, level_probs, image_embeds)
+            return ((loss,) + output) if loss is not None else output
+        return UniQAOutput(loss=loss, scores=scores, level_probs=level_probs, image_embeds=image_embeds)
+
+    def image_tower(
+        self, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None, compile: bool = False
+    ) -> nn.Module:
+        """The vision tower and its projection as one module: `(N, 3, S, S)` pixels -> `(N, D)` raw embeddings.
+
+        In the model's own dtype and device it shares the model's weights. Another `dtype` (`"bf16"`, `"fp16"`,
+        `"fp32"` or a `torch.dtype`) or `device` gives a converted copy, made once and cached until the weights
+        change (so `score(dtype="bf16")` leaves the model itself in fp32). `compile=True` wraps it in
+        `torch.compile` (compiled once per shape; inductor caches the kernels on disk across runs).
+        """
+        dtype = resolve_dtype(dtype) or self.dtype
+        device = _full_device(device) if device is not None else self.device
+        parts = ImageTower(self.clip.vision_model, self.clip.visual_projection)
+        same = dtype == self.dtype and device == self.device
+        if same and not compile:
+            return parts
+        version = tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in parts.state_dict().values())
+        towers = self.__dict__.setdefault("_image_towers", {})
+        key = (dtype, str(device), compile)
+        if key in towers and towers[key][0] == version:
+            return towers[key][1]
+        tower = parts
+        if not same:  # convert tensor by tensor into the copy (no transient full-precision duplicate)
+            memo = {id(t): _converted(t, device, dtype) for t in (*parts.parameters(), *parts.buffers())}
+            tower = copy.deepcopy(parts, memo).eval()
+        if compile:
+            tower = torch.compile(tower)
+        towers[key] = (version, tower)
+        return tower
+
+    @torch.inference_mode()
+    def score(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        task: str | None = None,
+        adapter: str | None = None,
+        prompt_set: PromptSetLike | None = None,
+        batch_size: int = 32,
+        crop_mode: str | None = None,
+        crops: int | None = None,
+        max_side: int | None = None,
+        seed: int = 0,
+        mos_range: tuple[float, float] | None = None,
+        return_details: bool = False,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        num_workers: int | None = None,
+        compile: bool = False,
+    ) -> torch.Tensor | ScoreDetails:
+        """Score images; higher is better.
+
+        Args:
+            images: one or several paths, PIL images or numpy arrays (any mode; EXIF orientation applied).
+            task: `"quality"` (default) or `"aesthetics"`; implied by `adapter` or `prompt_set` when given.
+            adapter: name of a trained adapter (default: `active_adapter`); `None` scores zero-shot with the task's
+                prompt set.
+            prompt_set: zero-shot prompt set: a name (`"level5"`, `"ensemble20"`, `"aesthetics20"`, ...) or an
+                ad-hoc mapping such as `{"groups": {"light": ["a dark photo", "a bright photo"]}}` (see `resolve`).
+            batch_size: crops per forward pass. Crops of consecutive images share batches, so every batch but
+                the last is full; scores do not depend on it (within 1e-6 in fp32).
+            crop_mode, crops, max_side, seed: test-time cropping (see [`UniQAImageProcessor`]); defaults come
+                from the image processor. The score of an image is the mean of its crop scores.
+            mos_range: `(low, high)` to map scores linearly onto a MOS scale. Adapter scores predict normalised
+                MOS in [0, 1] and map as `low + s * (high - low)`; zero-shot scores map from `score_range()`.
+            return_details: return a [`ScoreDetails`] with the per-group level probabilities too.
+            dtype: precision of the vision tower (`"fp32"`, `"bf16"`, `"fp16"` or a `torch.dtype`; default: the
+                model's). The adapter and the prompt head stay in the model's dtype. bf16 suits CPUs with AVX-512
+                BF16/AMX and GPUs; fp16 suits GPUs.
+            device: where the vision tower runs (default: the model's device), e.g. `"cuda"`.
+            num_workers: threads that decode and crop images ahead of the model (default: `min(4, cpu count)`;
+                0: in the calling thread).
+            compile: run the vision tower through `torch.compile`.
+
+        Returns:
+            `(len(images),)` float32 tensor on the CPU, in `score_range()` unless `mos_range` is given.
+        """
+        if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+            images = [images]
+        task, adapter, prompt_set = self.resolve(task, adapter or self.active_adapter, prompt_set)
+        groups = self.prompt_groups(prompt_set)
+        levels = self.levels_for(adapter, prompt_set).detach()
+        text_embeds = self.prompt_embeds(prompt_set)
+        tower = self.image_tower(dtype, device, compile)
+        tower_param = next(tower.parameters())
+        pin = tower_param.device.type == "cuda"
+        sums = torch.zeros(len(images), dtype=torch.float64)
+        prob_sums = torch.zeros(len(images), len(groups), len(levels), dtype=torch.float64)
+        counts = torch.zeros(len(images), dtype=torch.float64)
+
+        # The prompt head's small ops cost more in thread wake-ups than in arithmetic (10x on a busy 2-core CPU),
+        # so embeddings are gathered and scored in chunks of `head_chunk` crops.
+        head_chunk = max(batch_size, 4096)
+        gathered: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def score_gathered() -> None:
+            embeds = torch.cat([e for e, _ in gathered]).to(self.device, self.dtype)
+            owner = torch.cat([o for _, o in gathered])
+            gathered.clear()
+            if adapter is not None:
+                embeds = self.adapters[adapter](embeds)
+            scores, probs = self.level_head(embeds, text_embeds, levels, self.clip.logit_scale)
+            sums.index_add_(0, owner, scores.double().cpu())
+            prob_sums.index_add_(0, owner, probs.double().cpu())
+            counts.index_add_(0, owner, torch.ones(len(owner), dtype=torch.float64))
+
+        def run(pixels: torch.Tensor, owner: torch.Tensor) -> None:
+            # uint8 crops travel to the tower's device and are normalised there (4x fewer bytes to copy)
+            pixels = pixels.pin_memory() if pin else pixels
+            pixels = processor.normalize(pixels.to(tower_param.device, non_blocking=pin))
+            gathered.append((tower(pixels.to(tower_param.dtype)), owner))
+            if sum(len(o) for _, o in gathered) >= head_chunk:
+                score_gathered()
+
+        processor = self.image_processor
+        workers = default_num_workers() if num_workers is None else num_workers
+        crop_stream = map_in_threads(
+            lambda image: processor.crop_image(image, crop_mode, crops, max_side, seed, normalize=False),
+            images,
+            workers,
+        )
+        buffered: list[torch.Tensor] = []
+        owners: list[torch.Tensor] = []
+        count = 0
+        for i, pixels in enumerate(crop_stream):
+            buffered.append(pixels)
+            owners.append(torch.full((len(pixels),), i))
+            count += len(pixels)
+            if count < batch_size:
+                continue
+            pixels, owner = torch.cat(buffered), torch.cat(owners)
+            full = count - count % batch_size
+            for start in range(0, full, batch_size):
+                run(pixels[start : start + batch_size], owner[start : start + batch_size])
+            buffered, owners, count = [pixels[full:]], [owner[full:]], count - full
+        if count:
+            run(torch.cat(buffered), torch.cat(owners))
+        if gathered:
+            score_gathered()
+        scores = (sums / counts).float()
+        levels = levels.float().cpu()
+        if mos_range is not None:
+            low, high = mos_range
+            lo, hi = (0.0, 1.0) if adapter is not None else (float(levels.min()), float(levels.max()))
+            scores = low + (scores - lo) / (hi - lo) * (high - low)
+        if not return_details:
+            return scores
+        return ScoreDetails(
+            scores=scores,
+            level_probs=(prob_sums / counts.view(-1, 1, 1)).float(),
+            groups=list(groups),
+            levels=levels.tolist(),
+            task=task,
+            adapter=adapter,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Adapters.
+
+    def add_adapter(
+        self,
+        name: str,
+        task: str = "quality",
+        bottleneck_dim: int | None = None,
+        prompt_set: str = "level5",
+        **metadata,
+    ) -> MultiCueAdapter:
+        """Add a new, untrained adapter (levels initialised to the config's) and return it.
+
+        `metadata` (e.g. `dataset`, `mos_range`, `metrics`) is stored in `config.adapters[name]`.
+        """
+        if name in self.config.adapters:
+            raise ValueError(f"adapter {name!r} already exists")
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+        if prompt_set not in self.config.prompt_sets:
+            raise ValueError(f"unknown prompt set {prompt_set!r}")
+        module = MultiCueAdapter(self.config.projection_dim, bottleneck_dim, self.config.levels)
+        self.adapters[name] = module.to(self.device)
+        self.config.adapters[name] = {
+            "task": task,
+            "bottleneck_dim": module.bottleneck_dim,
+            "prompt_set": prompt_set,
+            **metadata,
+        }
+        return module
+
+    def set_adapter(self, name: str | None) -> None:
+        """Make `name` the adapter `forward` uses when none is passed (`None`: zero-shot)."""
+        if name is not None and name not in self.config.adapters:
+            raise ValueError(f"unknown adapter {name!r} (this model has: {', '.join(self.config.adapters) or 'none'})")
+        self.active_adapter = name
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove an adapter's weights and metadata."""
+        if name not in self.config.adapters:
+            raise ValueError(f"unknown adapter {name!r} (this model has: {', '.join(self.config.adapters) or 'none'})")
+        del self.adapters[name]
+        del self.config.adapters[name]
+        if self.active_adapter == name:
+            self.active_adapter = None
+
+    def save_adapter(self, save_directory: str | os.PathLike, name: str) -> None:
+        """Save one adapter alone in PEFT's layout: `adapter_config.json` + `adapter_model.safetensors` (+ a card).
+
+        The config holds the adapter's metadata, its sizes, its prompt set's definition and the base model's
+        name; the weights are the adapter module's state dict (`fc.0.weight`, `fc.2.weight`, `levels`).
+        """
+        from safetensors.torch import save_file
+
+        if name not in self.config.adapters:
+            raise ValueError(f"unknown adapter {name!r} (this model has: {', '.join(self.config.adapters) or 'none'})")
+        meta = copy.deepcopy(self.config.adapters[name])
+        prompt_set = meta.get("prompt_set", "level5")
+        config = {
+            "adapter_type": _ADAPTER_TYPE,
+            "adapter_name": name,
+            "base_model_name_or_path": str(self.name_or_path or ""),
+            "embed_dim": self.config.projection_dim,
+            "prompt_set_definition": copy.deepcopy(self.config.prompt_sets.get(prompt_set)),
+            **meta,
+        }
+        os.makedirs(save_directory, exist_ok=True)
+        with open(os.path.join(save_directory, ADAPTER_CONFIG_NAME), "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=2, sort_keys=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.adapters[name].state_dict().items()}
+        save_file(state, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+        with open(os.path.join(save_directory, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write(_adapter_card(name, config))
+
+    def load_adapter(
+        self,
+        path_or_repo_id: str | os.PathLike,
+        name: str | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        adapter_name: str | None = None,
+        **kwargs,
+    ) -> str:
+        """Load an adapter saved by `save_adapter`, from a folder or a Hub repo id; returns its name.
+
+        `name` (or `adapter_name`) defaults to the saved one. A prompt set the model lacks is added from the saved
+        definition. Also called by `UniQAModel.from_pretrained(adapter_folder)`, which loads the base model first.
+        """
+        folder = os.fspath(path_or_repo_id)
+        if not os.path.isdir(folder):
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(
+                folder, revision=revision, token=token, allow_patterns=[ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]
+            )
+        config_path = os.path.join(folder, ADAPTER_CONFIG_NAME)
+        weights_path = os.path.join(folder, ADAPTER_WEIGHTS_NAME)
+        for path in (config_path, weights_path):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{path}: missing; an adapter folder holds {ADAPTER_CONFIG_NAME} and "
+                    f"{ADAPTER_WEIGHTS_NAME} (written by `save_adapter`)"
+                )
+        with open(config_path, encoding="utf-8") as handle:
+            config = json.load(handle)
+        if config.get("adapter_type") != _ADAPTER_TYPE:
+            raise ValueError(f"{config_path}: not a UniQA adapter (adapter_type={config.get('adapter_type')!r})")
+        if config["embed_dim"] != self.config.projection_dim:
+            raise ValueError(
+                f"{config_path}: adapter for embeddings of size {config['embed_dim']}, "
+                f"this model's are {self.config.projection_dim}"
+            )
+        name = name or adapter_name or config["adapter_name"]
+        definition = config.pop("prompt_set_definition", None)
+        prompt_set = config.get("prompt_set", "level5")
+        if prompt_set not in self.config.prompt_sets:
+            if definition is None:
+                raise ValueError(f"{config_path}: prompt set {prompt_set!r} is unknown to this model and not saved")
+            self.config.prompt_sets[prompt_set] = definition
+        from safetensors.torch import load_file
+
+        state = load_file(weights_path)
+        meta = {k: v for k, v in config.items() if k not in _ADAPTER_FILE_KEYS}
+        module = self.add_adapter(name, **meta)
+        try:
+            module.load_state_dict({k: v.to(self.device) for k, v in state.items()})
+        except RuntimeError as error:
+            self.delete_adapter(name)
+            raise ValueError(f"{weights_path}: weights do not fit the adapter ({error})") from error
+        return name
+
+    def push_adapter_to_hub(
+        self,
+        repo_id: str,
+        name: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        api: Any | None = None,
+    ) -> Any:
+        """Save adapter `name` with `save_adapter` and upload the folder to the Hub repo `repo_id` (created if
+        needed). `api` is a `huggingface_hub.HfApi` (default: a new one with `token`)."""
+        import tempfile
+
+        if api is None:
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_adapter(folder, name)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or f"Upload UniQA adapter {name}",
+                revision=revision,
+            )
+
+
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+_ADAPTER_TYPE = "uniqa-multi-cue"
+_ADAPTER_FILE_KEYS = ("adapter_type", "adapter_name", "base_model_name_or_path", "embed_dim")
+
+
+def _adapter_card(name: str, config: dict[str, Any]) -> str:
+    """A short model card for an adapter folder."""
+    metrics = config.get("metrics") or {}
+    lines = [
+        f"# UniQA adapter `{name}`",
+        "",
+        f"Multi-cue adapter (UniQA, arXiv 2406.01069) scoring **{config.get('task', 'quality')}**, trained on "
+        f"{config.get('dataset') or 'an unnamed dataset'}; "
+        f"base model `{config.get('base_model_name_or_path') or '?'}`.",
+        "",
+        "```python",
+        "model = UniQAModel.from_pretrained(BASE_MODEL)",
+        f'model.load_adapter(THIS_FOLDER_OR_REPO)  # adds "{name}"',
+        f'model.score("image.jpg", adapter="{name}", mos_range={config.get("mos_range") or (0, 1)})',
+        "```",
+    ]
+    if metrics:
+        lines += ["", "Validation metrics: " + ", ".join(f"{k} {v}" for k, v in metrics.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+UniQAModel.register_for_auto_class("AutoModel")
