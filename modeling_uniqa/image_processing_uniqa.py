@@ -241,6 +241,11 @@ class UniQAImageProcessor(BaseImageProcessor):
         if min(width, height) < self.crop_size:
             ratio = self.crop_size / min(width, height)
             width, height = max(self.crop_size, round(width * ratio)), max(self.crop_size, round(height * ratio))
+            if width * height > Image.MAX_IMAGE_PIXELS:  # e.g. 100000x2: the upscale alone would take gigabytes
+                raise ValueError(
+                    f"aspect ratio too extreme to crop: {image.size[0]}x{image.size[1]} would be upscaled to "
+                    f"{width}x{height}, over PIL.Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS})"
+                )
         if (width, height) != image.size:
             image = image.resize((width, height), Image.BICUBIC)
         return image

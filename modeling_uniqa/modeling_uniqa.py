@@ -170,6 +170,7 @@ class UniQAModel(UniQAPreTrainedModel):
         self._text_embeds_cache: dict[tuple, torch.Tensor] = {}
         self._tokenizer = None
         self._image_processor: UniQAImageProcessor | None = None
+        self._image_towers: dict[tuple, tuple] = {}  # converted / compiled copies made by `image_tower`
         self.post_init()
 
     # ----------------------------------------------------------------------------------------------------------
@@ -383,7 +384,7 @@ class UniQAModel(UniQAPreTrainedModel):
         if same and not compile:
             return parts
         version = tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in parts.state_dict().values())
-        towers = self.__dict__.setdefault("_image_towers", {})
+        towers = self._image_towers
         key = (dtype, str(device), compile)
         if key in towers and towers[key][0] == version:
             return towers[key][1]

@@ -195,3 +195,8 @@ def test_details_of_named_prompt_set(model, photo):
     assert details.task == "quality" and len(details.groups) == 4
     expected = (details.level_probs * torch.tensor(details.levels)).sum(-1).mean(-1)
     assert torch.allclose(details.scores, expected, atol=1e-5)
+
+
+def test_extreme_aspect_ratio_is_refused_before_upscaling():
+    with pytest.raises(ValueError, match="aspect ratio too extreme to crop: 100000x2"):
+        UniQAImageProcessor().crop_image(np.zeros((2, 100000, 3), dtype=np.uint8))
