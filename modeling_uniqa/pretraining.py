@@ -10,12 +10,14 @@ Training-only: imported by `training/pretrain.py`, never by `modeling_uniqa.py`.
 
 from __future__ import annotations
 
+import functools
+import glob
 import json
 import logging
 import math
 import os
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from transformers import CLIPTextConfig, CLIPVisionConfig, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 from .configuration_uniqa import UniQAConfig
 from .conversion import write_tokenizer
@@ -152,6 +155,31 @@ class ContrastiveModel(nn.Module):
 # Data.
 
 
+def _entry_captions(prompt: Any) -> list[str]:
+    """A corpus entry's `prompt` (one string or a list of strings) -> its non-blank captions."""
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if not isinstance(prompt, Sequence):
+        return []
+    return [p for p in prompt if isinstance(p, str) and p.strip()]
+
+
+def _training_pair(
+    entry: Mapping[str, Any], image_root: Path, image_processor, rng: np.random.Generator, flip: bool
+) -> dict[str, Any]:
+    """One training item of `entry`: a caption drawn from its list, then a random crop and a horizontal flip of its
+    image, all from `rng` (in that order). `{"pixel_values": (3, S, S) float32 normalised, "caption": str}`.
+    Raises `ValueError` naming the file and the reason when the image cannot be read."""
+    captions = _entry_captions(entry["prompt"])
+    caption = captions[int(rng.integers(len(captions)))]
+    crop_seed = int(rng.integers(2**31))
+    path = image_root / entry["image_path"]
+    pixels = image_processor.crop_image(path, crop_mode="random", crops=1, seed=crop_seed)[0]
+    if flip and rng.random() < 0.5:
+        pixels = pixels.flip(-1)
+    return {"pixel_values": pixels, "caption": caption}
+
+
 def read_corpus(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Corpus entries `{"image_path", "prompt": str | [str]}` from a JSON list or a JSONL file.
 
@@ -175,8 +203,7 @@ def read_corpus(path: str | os.PathLike) -> list[dict[str, Any]]:
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping) or "image_path" not in entry or "prompt" not in entry:
             raise ValueError(f"{path} entry {i}: expected keys 'image_path' and 'prompt'")
-        prompts = [entry["prompt"]] if isinstance(entry["prompt"], str) else list(entry["prompt"])
-        merged.setdefault(str(entry["image_path"]), []).extend(p for p in prompts if p.strip())
+        merged.setdefault(str(entry["image_path"]), []).extend(_entry_captions(entry["prompt"]))
     return [{"image_path": k, "prompt": v} for k, v in merged.items() if v]
 
 
@@ -222,14 +249,200 @@ class CorpusDataset(Dataset):
         epoch, position = divmod(int(k), len(self.entries))
         entry = self.entries[int(self._order(epoch)[position])]
         rng = np.random.default_rng([self.seed, int(k), 2])
-        captions = [entry["prompt"]] if isinstance(entry["prompt"], str) else entry["prompt"]
-        caption = captions[int(rng.integers(len(captions)))]
-        path = self.image_root / entry["image_path"]
-        crop_seed = int(rng.integers(2**31))
-        pixels = self.processor.crop_image(path, crop_mode="random", crops=1, seed=crop_seed)[0]
-        if self.flip and rng.random() < 0.5:
-            pixels = pixels.flip(-1)
-        return {"pixel_values": pixels, "caption": caption}
+        return _training_pair(entry, self.image_root, self.processor, rng, self.flip)
+
+
+STREAM_FORMATS = {".jsonl": "text", ".json": "text", ".parquet": "parquet"}
+
+
+@dataclass
+class CorpusStream:
+    """A corpus index read lazily from shard files (JSONL or Parquet, one entry `{"image_path", "prompt"}` per
+    line / row), never held in memory: build it with [`read_corpus_stream`], train on it with [`pretrain`]."""
+
+    files: list[str]
+    shuffle_buffer: int = 10_000
+
+    @functools.cached_property
+    def dataset(self):
+        """The shards as a `datasets.IterableDataset`, reshuffled per epoch (`shuffle(seed, buffer)` + `set_epoch`)
+        by [`StreamingCorpusDataset`]. JSONL rows are `{"text": line}`, parsed per line by [`parse_stream_row`]."""
+        from datasets import load_dataset
+
+        builder = STREAM_FORMATS[Path(self.files[0]).suffix.lower()]
+        kwargs = {"columns": ["image_path", "prompt"]} if builder == "parquet" else {}
+        return load_dataset(builder, data_files=self.files, split="train", streaming=True, **kwargs)
+
+
+def read_corpus_stream(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], shuffle_buffer: int = 10_000
+) -> CorpusStream:
+    """A streaming corpus from shard files: paths or glob patterns (`corpus/*.jsonl`), all JSONL or all Parquet.
+
+    Unlike [`read_corpus`], lines of the same image are *not* merged (that needs the whole index): each line is one
+    entry. `shuffle_buffer` index entries (not images) are held to shuffle the stream (0: file order).
+    """
+    patterns = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    files: list[str] = []
+    for pattern in map(str, patterns):
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise FileNotFoundError(f"corpus pattern {pattern} matches no file")
+        files.extend(matches)
+    for file in files:
+        if not Path(file).is_file():
+            raise FileNotFoundError(f"corpus file {file} does not exist")
+        if Path(file).suffix.lower() not in STREAM_FORMATS:
+            raise ValueError(f"corpus file {file}: a streaming corpus is JSONL (.jsonl/.json) or Parquet (.parquet)")
+    if len({STREAM_FORMATS[Path(f).suffix.lower()] for f in files}) > 1:
+        raise ValueError(f"corpus files {files}: mix JSONL and Parquet shards; convert them to one format")
+    if shuffle_buffer < 0:
+        raise ValueError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
+    return CorpusStream(files, int(shuffle_buffer))
+
+
+def parse_stream_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A streamed row (`{"text": JSONL line}` or a Parquet row) -> `{"image_path", "prompt": [str]}`.
+    Raises `ValueError` with the reason for a line that is not one corpus entry."""
+    entry = row
+    if "text" in row:
+        try:
+            entry = json.loads(row["text"])
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not a JSON object ({error}): {row['text'][:80]!r}") from None
+    if not isinstance(entry, Mapping) or not entry.get("image_path"):
+        raise ValueError(f"no 'image_path': {str(entry)[:80]!r}")
+    captions = _entry_captions(entry.get("prompt"))
+    if not captions:
+        raise ValueError(f"no caption in 'prompt' for {entry['image_path']}")
+    return {"image_path": str(entry["image_path"]), "prompt": captions}
+
+
+class StreamingCorpusDataset(torch.utils.data.IterableDataset):
+    """Image-text pairs streamed from a [`CorpusStream`], epoch after epoch without end (training stops at
+    `max_steps`). Items as [`CorpusDataset`]'s, plus `stream_state`: `(worker, epoch, lines read)`.
+
+    Per epoch the index is reshuffled with a buffer (`shuffle(seed, shuffle_buffer)`, `set_epoch(epoch)`) and split
+    with `datasets.distributed.split_dataset_by_node` across `world_size` processes × dataloader workers (whole
+    shards when their number divides evenly, else every `k`-th line), so every entry is read exactly once per epoch
+    by one of them. The caption, crop and flip of an entry are drawn from `(seed, epoch, entry)` with
+    [`CorpusDataset`]'s rules. Images are decoded only when their item is produced; an unreadable image or a malformed
+    line is reported (file and reason, once per worker) and skipped. `resume_from` continues each worker from a
+    saved position, re-reading only the index lines before it (no image is decoded).
+    """
+
+    def __init__(
+        self,
+        stream: CorpusStream,
+        image_root: str | os.PathLike,
+        image_processor,
+        seed: int = 0,
+        flip: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.stream = stream
+        self.image_root = Path(image_root)
+        self.processor = image_processor
+        self.seed = int(seed)
+        self.flip = flip
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.positions: dict[int, tuple[int, int]] = {}  # worker -> (epoch, lines of that epoch already read)
+        self.worker_offset = 0  # a resumed loader's worker `w` continues the stream of worker `w + offset`
+
+    def resume_from(self, positions: Mapping[int, Sequence[int]], batches: int, workers: int) -> None:
+        """Continue after `batches` batches, `positions[worker] = (epoch, lines read)` (see [`StreamPosition`])."""
+        self.positions = {int(w): (int(p[0]), int(p[1])) for w, p in positions.items()}
+        self.worker_offset = int(batches) % max(1, int(workers))
+
+    def rows(self, epoch: int, node: int = 0, nodes: int = 1) -> Iterator[Mapping[str, Any]]:
+        """The raw rows that node `node` of `nodes` (process × worker) reads in `epoch`, in stream order."""
+        from datasets.distributed import split_dataset_by_node
+
+        data = self.stream.dataset
+        if self.stream.shuffle_buffer > 1:
+            data = data.shuffle(seed=self.seed, buffer_size=self.stream.shuffle_buffer)
+        if nodes > 1:
+            data = split_dataset_by_node(data, rank=node, world_size=nodes)
+        data.set_epoch(epoch)
+        # `.iter()` (not `iter(data)`): inside a dataloader worker `datasets` would split the shards among workers a
+        # second time; the split above already covers processes and workers.
+        for batch in data.iter(batch_size=256):
+            columns = list(batch)
+            yield from (dict(zip(columns, values, strict=True)) for values in zip(*batch.values(), strict=True))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        worker = (worker + self.worker_offset) % workers
+        node, nodes = self.rank * workers + worker, self.world_size * workers
+        epoch, start = self.positions.get(worker, (0, 0))
+        reported: set[str] = set()
+        while True:
+            produced = 0
+            for line, row in enumerate(self.rows(epoch, node, nodes)):
+                if line < start:  # resuming: these lines were used before the checkpoint
+                    continue
+                try:
+                    entry = parse_stream_row(row)
+                    key = zlib.crc32(json.dumps([entry["image_path"], entry["prompt"]]).encode())
+                    rng = np.random.default_rng([self.seed, epoch, key, 3])
+                    item = _training_pair(entry, self.image_root, self.processor, rng, self.flip)
+                except ValueError as error:
+                    if str(error) not in reported:
+                        reported.add(str(error))
+                        logger.warning("streaming corpus: skipping an entry: %s", error)
+                    continue
+                produced += 1
+                yield {**item, "stream_state": (worker, epoch, line + 1)}
+            if not produced and not start:
+                raise ValueError(
+                    f"corpus {self.stream.files[0]} (+{len(self.stream.files) - 1} files): process {self.rank}/"
+                    f"{self.world_size}, dataloader worker "
+                    f"{worker}/{workers} got no usable entry in epoch {epoch} (fewer entries than processes x workers, "
+                    "or no readable image)"
+                )
+            epoch, start = epoch + 1, 0
+
+
+class StreamPosition(TrainerCallback):
+    """Where this process's dataloader workers are in a [`StreamingCorpusDataset`], from the batches the trainer
+    consumed (their `stream_state`); saved as `stream_state-rank<R>.json` in every checkpoint, so that a resumed run
+    continues each worker's stream exactly where the checkpoint left it."""
+
+    def __init__(self, rank: int, world_size: int, workers: int):
+        self.rank, self.world_size, self.workers = rank, world_size, max(1, workers)
+        self.batches = 0
+        self.positions: dict[int, list[int]] = {}
+
+    def record(self, stream_state: torch.Tensor) -> None:
+        """A consumed batch's `stream_state` `(3,)`: its worker, epoch and lines read after its last item."""
+        worker, epoch, lines = (int(v) for v in stream_state.tolist())
+        self.positions[worker] = [epoch, lines]
+        self.batches += 1
+
+    def file(self, checkpoint: str | os.PathLike) -> Path:
+        return Path(checkpoint) / f"stream_state-rank{self.rank}.json"
+
+    def on_save(self, args, state, control, **kwargs):
+        path = self.file(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        saved = {"world_size": self.world_size, "workers": self.workers, "batches": self.batches}
+        path.write_text(json.dumps({**saved, "positions": self.positions}))
+
+    def load(self, checkpoint: str | os.PathLike) -> None:
+        """Restore the position saved in `checkpoint`; the run must use the same processes and workers."""
+        path = self.file(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: {checkpoint} was not written by a streaming run")
+        saved = json.loads(path.read_text())
+        if (saved["world_size"], saved["workers"]) != (self.world_size, self.workers):
+            raise ValueError(
+                f"{path}: saved with {saved['world_size']} processes x {saved['workers']} dataloader workers; resume a "
+                f"streaming run with the same (now {self.world_size} x {self.workers})"
+            )
+        self.batches = int(saved["batches"])
+        self.positions = {int(w): p for w, p in saved["positions"].items()}
 
 
 @dataclass
@@ -237,7 +450,8 @@ class ContrastiveCollator:
     """Stacks crops and tokenises captions (padded to the longest, truncated to the context length).
 
     With `caption_ids=True` it adds `caption_ids`: a CRC-32 of each caption's text, so the loss treats identical
-    captions as shared positives (see [`contrastive_loss`]).
+    captions as shared positives (see [`contrastive_loss`]). Items from a [`StreamingCorpusDataset`] add the last
+    item's `stream_state` `(3,)`, which the trainer takes out before the model.
     """
 
     tokenizer: Any
@@ -259,6 +473,8 @@ class ContrastiveCollator:
         }
         if self.caption_ids:
             batch["caption_ids"] = torch.tensor([zlib.crc32(item["caption"].encode()) for item in items])
+        if "stream_state" in items[-1]:
+            batch["stream_state"] = torch.tensor(items[-1]["stream_state"])
         return batch
 
 
@@ -425,15 +641,40 @@ def pretraining_arguments(output_dir: str | os.PathLike, **overrides) -> Trainin
 
 class ContrastiveTrainer(Trainer):
     """`Trainer` reading the (already shuffled, deterministic) [`CorpusDataset`] in order, so that resuming
-    from a checkpoint continues with exactly the items an uninterrupted run would have seen."""
+    from a checkpoint continues with exactly the items an uninterrupted run would have seen.
+
+    A [`StreamingCorpusDataset`] is read by a plain `DataLoader` (it splits itself across processes and workers:
+    accelerate must not shard or dispatch it again), and `stream_position` records what each step consumed."""
+
+    stream_position: StreamPosition | None = None
 
     def _get_train_sampler(self, train_dataset=None):
         return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
 
+    def get_train_dataloader(self) -> DataLoader:
+        if not isinstance(self.train_dataset, StreamingCorpusDataset):
+            return super().get_train_dataloader()
+        workers = self.args.dataloader_num_workers
+        return DataLoader(
+            self.train_dataset,
+            batch_size=self.args.train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor if workers else None,
+        )
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        stream_state = inputs.pop("stream_state", None)
+        if stream_state is not None and self.stream_position is not None:
+            self.stream_position.record(stream_state)
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
 
 def pretrain(
     model: UniQAModel,
-    corpus: Sequence[Mapping[str, Any]],
+    corpus: Sequence[Mapping[str, Any]] | CorpusStream,
     image_root: str | os.PathLike,
     args: TrainingArguments,
     epochs: int = 1,
@@ -445,13 +686,37 @@ def pretrain(
     `image_root`) for `epochs` passes; `args.num_train_epochs` is ignored (the dataset holds the passes).
     `eval_tables` (`{name: (images, targets)}`) are scored zero-shot before, during and after training.
 
+    A [`CorpusStream`] (from [`read_corpus_stream`]) is streamed instead ([`StreamingCorpusDataset`], split across
+    `args.world_size` processes): it has no length, so `args.max_steps` must be set and `epochs` does not apply; a
+    resumed run continues every dataloader worker's stream from the checkpoint's `stream_state-rank<R>.json`.
+
     Saves the trained model (with tokenizer and processor) to `args.output_dir/final` on the main process and
     returns `{"train": trainer metrics, "zero_shot": [SRCC history], "log_history": [...]}`.
     """
-    dataset = CorpusDataset(corpus, image_root, model.image_processor, epochs=epochs, seed=args.seed)
-    args.num_train_epochs = 1
+    callbacks: list[TrainerCallback] = []
+    stream_position = None
+    if isinstance(corpus, CorpusStream):
+        if args.max_steps <= 0:
+            raise ValueError("a streaming corpus has no length: set max_steps > 0 (config `pretraining:` section)")
+        if epochs != 1:
+            raise ValueError(f"epochs={epochs} does not apply to a streaming corpus: it is read until max_steps")
+        dataset = StreamingCorpusDataset(
+            corpus, image_root, model.image_processor, args.seed, rank=args.process_index, world_size=args.world_size
+        )
+        stream_position = StreamPosition(args.process_index, args.world_size, args.dataloader_num_workers)
+        callbacks.append(stream_position)
+        if resume_from_checkpoint:
+            if resume_from_checkpoint is True:
+                resume_from_checkpoint = get_last_checkpoint(args.output_dir)
+                if resume_from_checkpoint is None:
+                    raise ValueError(f"no checkpoint to resume from in {args.output_dir}")
+            stream_position.load(resume_from_checkpoint)
+            dataset.resume_from(stream_position.positions, stream_position.batches, stream_position.workers)
+            args.ignore_data_skip = True  # the dataset skips what was used (index lines only, no image decoded)
+    else:
+        dataset = CorpusDataset(corpus, image_root, model.image_processor, epochs=epochs, seed=args.seed)
+        args.num_train_epochs = 1
     model.train()
-    callbacks = []
     zero_shot = None
     if eval_tables:
         zero_shot = ZeroShotEvalCallback(model, eval_tables, every_steps=eval_every_steps)
@@ -463,6 +728,7 @@ def pretrain(
         data_collator=ContrastiveCollator(model.tokenizer, model.config.text_config.max_position_embeddings),
         callbacks=callbacks,
     )
+    trainer.stream_position = stream_position
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     with torch.no_grad():
         model.clip.logit_scale.clamp_(max=MAX_LOGIT_SCALE)

@@ -14,33 +14,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_clip import build_tiny_model
 
 from modeling_uniqa.pretraining import (
     ContrastiveCollator,
     ContrastiveModel,
     CorpusDataset,
-    build_model,
     contrastive_loss,
     pretrain,
     pretraining_arguments,
     read_corpus,
 )
 
-TINY_TEXT = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
-TINY_VISION = {
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "patch_size": 8,
-    "image_size": 32,
-}
 CAPTIONS = ["a sharp photo", "a blurry photo", "a noisy photo", "a dark photo", "a bright photo", "a red photo"]
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    return build_model(TINY_TEXT, TINY_VISION, 16, tmp_path_factory.mktemp("tok"), seed=0)
+    return build_tiny_model(tmp_path_factory.mktemp("tok"))
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +175,7 @@ def test_read_corpus_merges_jsonl_entries(tmp_path):
 
 
 def _train(tmp: Path, entries, root, resume: str | None = None, **overrides) -> dict[str, torch.Tensor]:
-    model = build_model(TINY_TEXT, TINY_VISION, 16, tmp / "tok", seed=0)
+    model = build_tiny_model(tmp / "tok")
     args = pretraining_arguments(
         tmp / "run",
         per_device_train_batch_size=3,
@@ -207,7 +198,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, corpus)
     assert checkpoint.is_dir()
     shutil.copytree(checkpoint, tmp_path / "b" / "run" / "checkpoint-2")
     resumed = _train(tmp_path / "b", entries, root, resume=str(tmp_path / "b" / "run" / "checkpoint-2"))
-    initial = build_model(TINY_TEXT, TINY_VISION, 16, tmp_path / "tok", seed=0).state_dict()
+    initial = build_tiny_model(tmp_path / "tok").state_dict()
     assert any(not torch.equal(initial[k], uninterrupted[k]) for k in initial)  # training changed the weights
     for key, value in uninterrupted.items():
         assert torch.allclose(value, resumed[key], atol=1e-6), key

@@ -3,10 +3,12 @@
     python -m training.pretrain --config training/configs/pretrain_vitb16.yaml --corpus corpus.jsonl \
         --image-root /data/images --output-dir out/pretrain [--model models/uniqa-vitb16] [--resume]
     accelerate launch --config_file training/configs/accelerate_ddp.yaml -m training.pretrain ...   # several GPUs
+    python -m training.pretrain ... --streaming --corpus "corpus/*.jsonl" [--shuffle-buffer 10000]   # too big for RAM
 
 The config's `pretraining:` section holds `epochs`, `eval_every_steps` and any `transformers.TrainingArguments`
 (defaults: the authors' optimiser, see `modeling_uniqa.pretraining.AUTHORS_OPTIMIZER`); its `model:` section the
-tower sizes of a random init when `--model` is not given.
+tower sizes of a random init when `--model` is not given. `--streaming` reads JSONL / Parquet shards lazily (one
+entry per line, lines of one image not merged) and needs `max_steps` in `pretraining:`; `epochs` is then ignored.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import yaml
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="YAML with `pretraining:` (and `model:` for a random init)")
-    parser.add_argument("--corpus", required=True, help="corpus JSON list or JSONL of {image_path, prompt}")
+    parser.add_argument(
+        "--corpus",
+        required=True,
+        nargs="+",
+        help="corpus JSON list or JSONL of {image_path, prompt}; with --streaming: JSONL/Parquet shards or globs",
+    )
+    parser.add_argument("--streaming", action="store_true", help="stream the corpus (needs max_steps in the config)")
+    parser.add_argument("--shuffle-buffer", type=int, default=10_000, help="streaming: index entries held to shuffle")
     parser.add_argument("--image-root", required=True, help="folder the corpus image paths are relative to")
     parser.add_argument("--output-dir", required=True, help="checkpoints; the trained model goes to OUTPUT/final")
     parser.add_argument("--model", help="start from this UniQA/converted CLIP folder instead of a random init")
@@ -34,13 +43,26 @@ def main(argv: list[str] | None = None) -> int:
 
     from modeling_uniqa import UniQAModel
     from modeling_uniqa.finetuning import read_mos_table
-    from modeling_uniqa.pretraining import build_model, pretrain, pretraining_arguments, read_corpus
+    from modeling_uniqa.pretraining import build_model, pretrain, pretraining_arguments, read_corpus, read_corpus_stream
 
     config = yaml.safe_load(Path(args.config).read_text())
     settings = dict(config.get("pretraining") or {})
     epochs = int(settings.pop("epochs", 1))
     eval_every = int(settings.pop("eval_every_steps", 0))
     seed = int(config.get("seed", settings.get("seed", 0)))
+    if args.streaming:
+        if int(settings.get("max_steps", -1)) <= 0:
+            parser.error(
+                "--streaming needs `max_steps` in the config's `pretraining:` section (a stream has no length)"
+            )
+        if epochs != 1:
+            print(f"--streaming: ignoring epochs={epochs}; the run lasts max_steps={settings['max_steps']}")
+        corpus = read_corpus_stream(args.corpus, shuffle_buffer=args.shuffle_buffer)
+        epochs = 1
+    elif len(args.corpus) > 1:
+        parser.error("several --corpus files need --streaming (or concatenate them into one JSONL)")
+    else:
+        corpus = read_corpus(args.corpus[0])
     if args.model:
         model = UniQAModel.from_pretrained(args.model)
     elif "model" in config:
@@ -61,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     training_args = pretraining_arguments(args.output_dir, seed=seed, data_seed=seed, **settings)
     result = pretrain(
         model,
-        read_corpus(args.corpus),
+        corpus,
         args.image_root,
         training_args,
         epochs=epochs,
