@@ -12,7 +12,7 @@ Stages (each writes under `work_dir` and is skipped when its output exists; `--f
 5. adapter   the multi-cue adapter `livec` on the livec training split, selected on the validation split
              (`modeling_uniqa.finetuning.finetune_adapter`).
 6. evaluate  livec validation SRCC/PLCC, SRCC of score vs. distortion level per type on held-out photos, CPU speed.
-7. examples  `examples/`: held-out scikit-image photos and their blurred / noisy / JPEG-compressed versions.
+7. examples  `examples_dir` (`examples/`): held-out scikit-image photos and blurred / noisy / JPEG versions.
 8. export    the model folder (`output`) with its model card, from the measured numbers.
 """
 
@@ -51,13 +51,17 @@ def resolve(path: str | os.PathLike) -> Path:
 
 
 def livec_split(config: dict[str, Any]) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """The documented livec_jpg split: `split_table` over image names, seeded -> `(train, validation)`."""
+    """The documented livec_jpg split: `split_table` over image names, seeded -> `(train, validation)`.
+
+    Optional `data.max_livec_train` / `data.max_livec_validation` keep only the first N of each (miniature builds).
+    """
     from modeling_uniqa.finetuning import read_mos_table, split_table
 
     data = config["data"]
     livec = resolve(data["livec_dir"])
     table = read_mos_table(livec / "labels.csv", image_root=livec / "ChallengeDB_release" / "Images")
-    return split_table(table, data["livec_validation_fraction"], data["livec_split_seed"])
+    train, validation = split_table(table, data["livec_validation_fraction"], data["livec_split_seed"])
+    return train[: data.get("max_livec_train")], validation[: data.get("max_livec_validation")]
 
 
 def resized(image, short_side: int):
@@ -88,9 +92,9 @@ def stage_photos(config: dict[str, Any], work: Path) -> dict[str, Any]:
     train, validation = livec_split(config)
     short = data["short_side"]
     sources: dict[str, Any] = {}
-    for path, mos in train:
-        if mos >= data["source_min_mos"]:
-            sources[f"livec_{Path(path).stem}"] = path
+    good_train = [path for path, mos in train if mos >= data["source_min_mos"]]
+    for path in good_train[: data.get("max_livec_sources")]:  # optional cap (miniature builds)
+        sources[f"livec_{Path(path).stem}"] = path
     for name in data["skimage_train"]:
         sources[f"skimage_{name}"] = skimage_photo(name)
     debian = Path(data.get("debian_backgrounds") or "/nonexistent")
@@ -122,7 +126,7 @@ def stage_photos(config: dict[str, Any], work: Path) -> dict[str, Any]:
 
 def stage_corpus(config: dict[str, Any], work: Path) -> Path:
     """Synthetic distortions of the training sources + the livec training photos -> `corpus/table.jsonl`."""
-    from datasets_scripts.synthetic import DISTORTIONS, LEVELS, describe, distort
+    from datasets_scripts.synthetic import LEVELS, describe, distort
 
     corpus = work / "corpus"
     images = corpus / "images"
@@ -138,7 +142,7 @@ def stage_corpus(config: dict[str, Any], work: Path) -> Path:
         pristine.save(images / name)
         mos = None
         rows.append({"image_path": name, "level": 0, "distortion": "none", "mos_normalized": mos, "source": path.stem})
-        for distortion in DISTORTIONS:
+        for distortion in distortion_types(config):
             chosen = rng.choice(LEVELS, size=config["data"]["levels_per_distortion"], replace=False)
             for level in sorted(int(v) for v in chosen):
                 name = f"synthetic/{path.stem}_{distortion}_{level}.png"
@@ -181,12 +185,24 @@ def stage_captions(config: dict[str, Any], work: Path) -> Path:
     return output
 
 
-def heldout_rows(work: Path, seed: int) -> list[dict[str, Any]]:
+def distortion_types(config: dict[str, Any]) -> tuple[str, ...]:
+    """The synthetic distortion types of the build: optional `data.distortions`, else all of `DISTORTIONS`."""
+    from datasets_scripts.synthetic import DISTORTIONS
+
+    chosen = config["data"].get("distortions")
+    chosen = DISTORTIONS if chosen is None else tuple(chosen)
+    unknown = [name for name in chosen if name not in DISTORTIONS]
+    if unknown or not chosen:
+        raise ValueError(f"data.distortions: {unknown or 'empty'}; choose from {', '.join(DISTORTIONS)}")
+    return chosen
+
+
+def heldout_rows(config: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     """Every distortion type at levels 0..5 of each held-out photo (`iter_synthetic` rows)."""
     from datasets_scripts.synthetic import iter_synthetic
 
     photos = sorted((work / "photos" / "heldout").glob("*.png"))
-    return list(iter_synthetic(photos, seed=seed + 777, include_reference=True))
+    return list(iter_synthetic(photos, distortion_types(config), seed=config["seed"] + 777, include_reference=True))
 
 
 def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
@@ -205,7 +221,7 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
     )
     corpus = read_corpus(work / "corpus" / "captions.jsonl")
     _, validation = livec_split(config)
-    skimage_rows = [r for r in heldout_rows(work, config["seed"]) if r["reference_id"].startswith("skimage_")]
+    skimage_rows = [r for r in heldout_rows(config, work) if r["reference_id"].startswith("skimage_")]
     tables = {
         "heldout_distortions": ([r["image"] for r in skimage_rows], [-float(r["level"]) for r in skimage_rows]),
         "livec_validation": ([p for p, _ in validation], [m for _, m in validation]),
@@ -250,8 +266,8 @@ def stage_adapter(config: dict[str, Any], work: Path) -> Path:
         args=FinetuneArguments(**settings, output_dir=str(work / "adapter" / "trainer")),
         cache_dir=work / "adapter" / "features",
     )
-    metrics["wall_seconds"] = time.time() - started
     model.config.adapters[name]["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    metrics["wall_seconds"] = time.time() - started  # metrics.json only: config.json stays the same across builds
     model.save_pretrained(work / "adapter" / "model")
     (work / "adapter" / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return work / "adapter" / "model"
@@ -274,7 +290,7 @@ def stage_evaluate(config: dict[str, Any], work: Path) -> dict[str, Any]:
     ):
         scores = model.score(val_images, **kwargs).tolist()
         results["livec_validation"][label] = iqa_metrics(scores, val_mos)
-    rows = heldout_rows(work, config["seed"])
+    rows = heldout_rows(config, work)
     for label, kwargs in (("zero_shot_ensemble20", {"prompt_set": "ensemble20"}), ("adapter", {"adapter": adapter})):
         curves = level_srcc(model, rows, **kwargs)
         results["distortions"][label] = {k: v for k, v in curves.items() if k != "scores"}
@@ -282,10 +298,11 @@ def stage_evaluate(config: dict[str, Any], work: Path) -> dict[str, Any]:
     # CPU speed: images of 500x500 (9 grid crops each), default scoring, after a warm-up
     model.score(val_images[:4])
     started = time.perf_counter()
-    model.score(val_images[:32])
+    timed = val_images[:32]
+    model.score(timed)
     elapsed = time.perf_counter() - started
     results["cpu_speed"] = {
-        "images_per_second": 32 / elapsed,
+        "images_per_second": len(timed) / elapsed,
         "image_size": "500x500 (9 grid crops of 224)",
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
@@ -361,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=STAGES, nargs="*", help="run only these stages (their inputs must exist)")
     parser.add_argument("--work-dir", help="override the config's work_dir")
     parser.add_argument("--output", help="override the config's output folder")
+    parser.add_argument("--examples-dir", help="override the config's examples_dir (default: examples)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -369,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         config["work_dir"] = args.work_dir
     if args.output:
         config["output"] = args.output
+    if args.examples_dir:
+        config["examples_dir"] = args.examples_dir
     torch.set_num_threads(int(config.get("threads") or torch.get_num_threads()))
     work = resolve(config["work_dir"])
     if args.fresh and work.exists():
@@ -401,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "evaluate":
             stage_evaluate(config, work)
         elif stage == "examples":
-            write_examples(config, ROOT / "examples")
+            write_examples(config, resolve(config.get("examples_dir") or "examples"))
         elif stage == "export":
             stage_export(config, work)
         timings[stage] = time.time() - started
