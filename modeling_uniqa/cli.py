@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import glob
-import io
 import itertools
-import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
 
 from tqdm.auto import tqdm
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+from .batch_scoring import (
+    RowWriter,
+    chunks,
+    distributed_world,
+    escape_text,
+    expand_inputs,
+    prefetch_images,
+    read_rows,
+    score_chunk,
+    shard_path,
+    split_done,
+)
+
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "uniqa-tiny"
 
 
@@ -30,196 +37,6 @@ def default_model() -> str:
         "uniqa: no --model given, $UNIQA_MODEL is unset and no bundled model was found at "
         f"{BUNDLED_MODEL}. Convert a checkpoint first: `uniqa convert UniQA_weight.pt --out MODEL_DIR`."
     )
-
-
-def expand_inputs(items: Sequence[str]) -> list[str]:
-    """Paths, folders (searched recursively for image files) and glob patterns -> file paths, in order.
-
-    Anything that matches nothing (a missing path, an empty glob, a folder without image files) is kept as it is,
-    so that it gets an error row instead of vanishing.
-    """
-    paths: list[str] = []
-    for item in items:
-        if os.path.isdir(item):
-            found = sorted(
-                str(p) for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
-            )
-            paths.extend(found or [item])
-        elif not os.path.lexists(item) and glob.has_magic(item):
-            paths.extend(sorted(glob.glob(item, recursive=True)) or [item])
-        else:
-            paths.append(item)
-    return paths
-
-
-def escape_text(text: str) -> str:
-    """Make `text` encodable as UTF-8: undecodable bytes of file names (lone surrogates in Python) -> `\\udcXX`."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-class RowWriter:
-    """Writes result rows as CSV or JSON lines so that an interrupted run leaves only complete rows.
-
-    Each row is encoded to one complete line and handed to the OS in a single write. A file is written unbuffered
-    and cut back to its last complete row if a write fails (e.g. disk full); `sync()` fsyncs it (the CLI syncs
-    after every chunk of images). A text stream (stdout) is flushed after every row. Undecodable bytes in paths
-    are written as `\\udcXX` escapes (JSON reads them back as the original name), so the output is always UTF-8.
-    """
-
-    fields = ("path", "score", "task", "adapter", "prompt_set", "error")
-
-    def __init__(self, fmt: str, output: str | IO[str] | None = None, append: bool = False):
-        self.fmt = fmt
-        self.stream: IO[str] | None = None
-        self.file = None
-        if output is None or not isinstance(output, (str, os.PathLike)):
-            self.stream = output or sys.stdout
-        else:
-            self.file = open(output, "ab" if append else "wb", buffering=0)  # noqa: SIM115 (closed by close())
-        self.size = os.fstat(self.file.fileno()).st_size if self.file else 0
-        if fmt == "csv" and self.size == 0:
-            self._write_line(",".join(self.fields) + "\n")
-
-    def format(self, row: dict[str, Any]) -> str:
-        """One row -> one line ending in a newline (CSV quoting or JSON; no raw newlines inside)."""
-        values = [row.get(field) for field in self.fields]
-        if self.fmt == "csv":
-            buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in values])
-            return escape_text(buffer.getvalue())
-        return escape_text(json.dumps(dict(zip(self.fields, values, strict=True)), ensure_ascii=False)) + "\n"
-
-    def _write_line(self, line: str) -> None:
-        if self.stream is not None:
-            self.stream.write(line)
-            self.stream.flush()
-            return
-        data = memoryview(line.encode("utf-8"))
-        try:
-            while data:
-                data = data[self.file.write(data) :]
-        except BaseException:
-            os.ftruncate(self.file.fileno(), self.size)  # never leave a partial row behind
-            raise
-        self.size += len(line.encode("utf-8"))
-
-    def write(self, row: dict[str, Any]) -> None:
-        self._write_line(self.format(row))
-
-    def sync(self) -> None:
-        """Make the rows written so far durable (fsync); a no-op on streams."""
-        if self.file is not None:
-            os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.sync()
-            self.file.close()
-
-    def __enter__(self) -> RowWriter:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-def read_rows(path: str, fmt: str) -> list[dict[str, Any]]:
-    """The complete rows of an output file written by `RowWriter` (for `--resume`).
-
-    A partial last line (a crash or power loss mid-write) is cut off the file; any other unreadable line is an
-    error naming the file and line. CSV cells are read back as strings, empty cells as `None`.
-    """
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            handle.truncate(end)
-            print(f"uniqa: {path}: dropped a partial last line ({len(data) - end} bytes)", file=sys.stderr)
-    try:
-        text = data[:end].decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not a UTF-8 results file ({error})") from error
-    lines = text.split("\n")[:-1]  # rows end in "\n"; other line breaks (U+2028, \r) may occur inside paths
-    if fmt == "csv":
-        if lines and lines[0] != ",".join(RowWriter.fields):
-            raise ValueError(f"{path}: not a CSV results file of `uniqa score` (header {lines[0][:80]!r})")
-        rows = csv.DictReader(io.StringIO(text, newline=""))
-        return [{k: v if v != "" else None for k, v in row.items()} for row in rows]
-    rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not a JSON row ({error}); was it written as CSV?") from error
-        if not isinstance(row, dict) or "path" not in row:
-            raise ValueError(f"{path}, line {number}: not a row of `uniqa score` (no 'path')")
-        rows.append(row)
-    return rows
-
-
-def split_done(
-    paths: Sequence[str], rows: Sequence[dict[str, Any]], request: tuple[str, str | None, str]
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Inputs not yet in `rows` (each occurrence of a duplicated input counts once) and the rows that are inputs'.
-
-    Raises `ValueError` if a row was scored with another task, adapter or prompt set than `request`.
-    """
-    wanted = tuple("" if v is None else str(v) for v in request)
-    pending: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        got = tuple("" if row.get(k) is None else str(row.get(k)) for k in ("task", "adapter", "prompt_set"))
-        if got != wanted:
-            raise ValueError(
-                f"{row['path']} was scored with task/adapter/prompt set {got}, this run asks for {wanted}: "
-                "resume with the same options, or write to a new --output"
-            )
-        pending.setdefault(escape_text(str(row["path"])), []).append(row)
-    remaining, done = [], []
-    for path in paths:
-        matches = pending.get(escape_text(path))
-        if matches:
-            done.append(matches.pop())
-        else:
-            remaining.append(path)
-    return remaining, done
-
-
-def chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def score_chunk(
-    model: Any,
-    images: dict[str, Any],
-    errors: dict[str, str],
-    request: tuple[str, str | None, str],
-    batch_size: int,
-    options: dict[str, Any],
-) -> dict[str, float]:
-    """Loaded images `{path: image}` -> `{path: score}` with `model.score`.
-
-    If scoring the chunk raises, its images are scored one by one, so an image that breaks scoring (out of
-    memory, say) gets a reason in `errors` instead of sinking the chunk or the run.
-    """
-    task, adapter, prompt_set = request
-
-    def run(batch: list[Any]) -> list[float]:
-        return model.score(batch, task, adapter, prompt_set, batch_size=batch_size, **options).tolist()
-
-    if not images:
-        return {}
-    try:
-        return dict(zip(images, run(list(images.values())), strict=True))
-    except Exception:  # retried image by image below
-        pass
-    scores = {}
-    for path, image in images.items():
-        try:
-            scores[path] = run([image])[0]
-        except Exception as error:
-            errors[path] = f"{path}: cannot score image ({type(error).__name__}: {error})"
-    return scores
 
 
 def score_command(args: argparse.Namespace) -> int:
@@ -280,33 +97,7 @@ def score_command(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------------------------
-# Speed and scale-out (docs/performance.md).
-
-
-def prefetch_images(
-    processor: Any, paths: Sequence[str], num_workers: int | None, lookahead: int
-) -> Iterator[tuple[Any, str | None]]:
-    """Decode `paths` in worker threads ahead of the model -> `(image, None)` or `(None, reason)`, in order."""
-    from .image_processing_uniqa import default_num_workers, map_in_threads
-
-    def load(path: str) -> tuple[Any, str | None]:
-        try:
-            return processor.load_image(path), None
-        except (ValueError, OSError) as error:
-            return None, str(error)
-
-    workers = default_num_workers() if num_workers is None else num_workers
-    return map_in_threads(load, paths, workers, lookahead=max(lookahead, 2 * workers))
-
-
-def distributed_world() -> tuple[int, int]:
-    """`(rank, world size)` from the launcher's environment (`accelerate launch`, `torchrun`); `(0, 1)` alone."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def shard_path(output: str, rank: int, world: int) -> str:
-    """The JSON-lines file a process writes its shard's rows to, beside `output`."""
-    return f"{output}.shard-{rank:05d}-of-{world:05d}.jsonl"
+# Scale-out (docs/performance.md).
 
 
 def sharded_score_command(args: argparse.Namespace) -> int:

@@ -27,7 +27,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from modeling_uniqa import UniQAModel, load_image
-from modeling_uniqa.cli import IMAGE_SUFFIXES, RowWriter, chunks, default_model
+from modeling_uniqa.batch_scoring import IMAGE_SUFFIXES, RowWriter, chunks
+from modeling_uniqa.cli import default_model
 from modeling_uniqa.configuration_uniqa import LEVEL_NAMES
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"

@@ -12,7 +12,8 @@ import pytest
 from transformers import pipeline
 
 from modeling_uniqa import ImageQualityAssessmentPipeline
-from modeling_uniqa.cli import expand_inputs, main
+from modeling_uniqa.batch_scoring import expand_inputs
+from modeling_uniqa.cli import main
 
 
 @pytest.fixture

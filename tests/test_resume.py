@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_uniqa.cli import RowWriter, main, read_rows
+from modeling_uniqa.batch_scoring import RowWriter, read_rows
+from modeling_uniqa.cli import main
 
 BATCH = 4
 STOP_AFTER = 6  # rows: mid-way through the second chunk of BATCH images
@@ -26,14 +27,14 @@ STOP_AFTER = 6  # rows: mid-way through the second chunk of BATCH images
 # Runs the real CLI; after the STOP_AFTER-th row it stops itself, so the test can SIGKILL it at a known point.
 DRIVER = """
 import os, signal, sys
-from modeling_uniqa import cli
-write, count = cli.RowWriter.write, [0]
+from modeling_uniqa import batch_scoring, cli
+write, count = batch_scoring.RowWriter.write, [0]
 def stopping_write(self, row):
     write(self, row)
     count[0] += 1
     if count[0] == int(os.environ["STOP_AFTER"]):
         os.kill(os.getpid(), signal.SIGSTOP)
-cli.RowWriter.write = stopping_write
+batch_scoring.RowWriter.write = stopping_write
 sys.exit(cli.main(sys.argv[1:]))
 """
 
