@@ -184,7 +184,8 @@ def read_corpus(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Corpus entries `{"image_path", "prompt": str | [str]}` from a JSON list or a JSONL file.
 
     Entries with the same `image_path` are merged (their captions pooled), so a JSONL written by several
-    captioners (quality descriptions, purified comments) reads as one entry per image.
+    captioners (quality descriptions, purified comments) reads as one entry per image. An optional `group` (e.g.
+    the undistorted photo a synthetic distortion was made from) is kept for [`CorpusDataset`]'s `group_size`.
     """
     path = Path(path)
     try:
@@ -199,12 +200,15 @@ def read_corpus(path: str | os.PathLike) -> list[dict[str, Any]]:
         )
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON / JSONL ({error})") from error
-    merged: dict[str, list[str]] = {}
+    merged: dict[str, dict[str, Any]] = {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping) or "image_path" not in entry or "prompt" not in entry:
             raise ValueError(f"{path} entry {i}: expected keys 'image_path' and 'prompt'")
-        merged.setdefault(str(entry["image_path"]), []).extend(_entry_captions(entry["prompt"]))
-    return [{"image_path": k, "prompt": v} for k, v in merged.items() if v]
+        item = merged.setdefault(str(entry["image_path"]), {"image_path": str(entry["image_path"]), "prompt": []})
+        item["prompt"].extend(_entry_captions(entry["prompt"]))
+        if entry.get("group") is not None:
+            item.setdefault("group", str(entry["group"]))
+    return [item for item in merged.values() if item["prompt"]]
 
 
 class CorpusDataset(Dataset):
@@ -214,6 +218,11 @@ class CorpusDataset(Dataset):
     and the crop, the horizontal flip and the one caption sampled from the entry's list are drawn from
     `(seed, k)`. So the stream depends only on the seed — not on worker processes or on where a run was
     interrupted — and a resumed run sees exactly the remaining items. Iterate it in order (`SequentialSampler`).
+
+    `group_size > 1` lays each epoch out in runs of up to `group_size` entries of the same `group` (entries without
+    one are runs of 1): each group's entries are shuffled and cut into runs, and the runs are shuffled. A batch then
+    holds several distortions of the same photo, which the loss can only tell apart by their quality — not by their
+    content (content-matched negatives).
 
     Items: `{"pixel_values": (3, S, S) float32 normalised, "caption": str}`.
     """
@@ -226,15 +235,23 @@ class CorpusDataset(Dataset):
         epochs: int = 1,
         seed: int = 0,
         flip: bool = True,
+        group_size: int = 1,
     ):
         if not entries:
             raise ValueError("empty corpus")
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
         self.entries = list(entries)
         self.image_root = Path(image_root)
         self.processor = image_processor
         self.epochs = int(epochs)
         self.seed = int(seed)
         self.flip = flip
+        self.group_size = int(group_size)
+        groups: dict[Any, list[int]] = {}
+        for index, entry in enumerate(self.entries):
+            groups.setdefault(entry.get("group", ("entry", index)), []).append(index)
+        self.groups = [np.array(members) for members in groups.values()]  # in order of first appearance
         self._orders: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -242,7 +259,15 @@ class CorpusDataset(Dataset):
 
     def _order(self, epoch: int) -> np.ndarray:
         if epoch not in self._orders:
-            self._orders[epoch] = np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.entries))
+            rng = np.random.default_rng([self.seed, epoch, 1])
+            if self.group_size == 1:
+                self._orders[epoch] = rng.permutation(len(self.entries))
+            else:
+                runs, size = [], self.group_size
+                for members in self.groups:
+                    shuffled = members[rng.permutation(len(members))]
+                    runs += [shuffled[start : start + size] for start in range(0, len(members), size)]
+                self._orders[epoch] = np.concatenate([runs[i] for i in rng.permutation(len(runs))])
         return self._orders[epoch]
 
     def __getitem__(self, k: int) -> dict[str, Any]:
@@ -681,10 +706,12 @@ def pretrain(
     eval_tables: Mapping[str, tuple[Sequence[Any], Sequence[float]]] | None = None,
     eval_every_steps: int = 0,
     resume_from_checkpoint: str | bool | None = None,
+    group_size: int = 1,
 ) -> dict[str, Any]:
     """Contrastively train both towers of `model` on `corpus` (entries `{"image_path", "prompt"}` under
     `image_root`) for `epochs` passes; `args.num_train_epochs` is ignored (the dataset holds the passes).
     `eval_tables` (`{name: (images, targets)}`) are scored zero-shot before, during and after training.
+    `group_size > 1` puts entries of the same `group` together in batches (see [`CorpusDataset`]).
 
     A [`CorpusStream`] (from [`read_corpus_stream`]) is streamed instead ([`StreamingCorpusDataset`], split across
     `args.world_size` processes): it has no length, so `args.max_steps` must be set and `epochs` does not apply; a
@@ -698,6 +725,8 @@ def pretrain(
     if isinstance(corpus, CorpusStream):
         if args.max_steps <= 0:
             raise ValueError("a streaming corpus has no length: set max_steps > 0 (config `pretraining:` section)")
+        if group_size != 1:
+            raise ValueError("group_size applies to an in-memory corpus (read_corpus), not to a streaming one")
         if epochs != 1:
             raise ValueError(f"epochs={epochs} does not apply to a streaming corpus: it is read until max_steps")
         dataset = StreamingCorpusDataset(
@@ -714,7 +743,9 @@ def pretrain(
             dataset.resume_from(stream_position.positions, stream_position.batches, stream_position.workers)
             args.ignore_data_skip = True  # the dataset skips what was used (index lines only, no image decoded)
     else:
-        dataset = CorpusDataset(corpus, image_root, model.image_processor, epochs=epochs, seed=args.seed)
+        dataset = CorpusDataset(
+            corpus, image_root, model.image_processor, epochs=epochs, seed=args.seed, group_size=group_size
+        )
         args.num_train_epochs = 1
     model.train()
     zero_shot = None

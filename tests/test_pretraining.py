@@ -156,16 +156,34 @@ def test_corpus_dataset_is_deterministic_and_covers_every_entry(tiny_model, corp
     assert any(a[k]["caption"] != c[k]["caption"] for k in range(12))
 
 
+def test_group_size_batches_entries_of_one_group_together(tiny_model, corpus):
+    entries, root = corpus
+    grouped = [{**entry, "group": f"photo{i // 3}"} for i, entry in enumerate(entries)]  # 2 groups of 3
+    for seed in (0, 1, 2):
+        dataset = CorpusDataset(grouped, root, tiny_model.image_processor, epochs=2, seed=seed, group_size=3)
+        order = [CAPTIONS.index(dataset[k]["caption"].removesuffix(", indeed")) for k in range(12)]
+        for epoch in (order[:6], order[6:]):
+            assert sorted(epoch) == list(range(6))  # every entry once per epoch
+            assert {i // 3 for i in epoch[:3]} != {i // 3 for i in epoch[3:]}  # each run of 3 is one photo's
+            assert len({i // 3 for i in epoch[:3]}) == 1
+    ungrouped = CorpusDataset(entries, root, tiny_model.image_processor, epochs=1, seed=0, group_size=3)
+    assert [ungrouped[k]["caption"] for k in range(6)] == [  # no `group`: runs of 1, the plain shuffle
+        CorpusDataset(entries, root, tiny_model.image_processor, epochs=1, seed=0)[k]["caption"] for k in range(6)
+    ]
+    with pytest.raises(ValueError, match="group_size"):
+        CorpusDataset(entries, root, tiny_model.image_processor, group_size=0)
+
+
 def test_read_corpus_merges_jsonl_entries(tmp_path):
     path = tmp_path / "corpus.jsonl"
     lines = [
         {"image_path": "a.png", "prompt": ["x", "y"]},
         {"image_path": "b.png", "prompt": "z"},
-        {"image_path": "a.png", "task": "aesthetics", "prompt": ["w"]},
+        {"image_path": "a.png", "task": "aesthetics", "prompt": ["w"], "group": "photo1"},
     ]
     path.write_text("".join(json.dumps(e) + "\n" for e in lines))
     assert read_corpus(path) == [
-        {"image_path": "a.png", "prompt": ["x", "y", "w"]},
+        {"image_path": "a.png", "prompt": ["x", "y", "w"], "group": "photo1"},
         {"image_path": "b.png", "prompt": ["z"]},
     ]
     (tmp_path / "list.json").write_text(json.dumps(lines[:2]))

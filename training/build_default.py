@@ -211,6 +211,7 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
     settings = dict(config["pretraining"])
     epochs = settings.pop("epochs")
     eval_every = settings.pop("eval_every_steps", 0)
+    group_size = settings.pop("group_size", 1)
     model = build_model(
         config["model"]["text_config"],
         config["model"]["vision_config"],
@@ -220,6 +221,13 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
         logit_scale_init_value=config["model"].get("logit_scale_init_value", 2.6592),
     )
     corpus = read_corpus(work / "corpus" / "captions.jsonl")
+    # a synthetic image's group is the photo it was made from (for `group_size`: content-matched batches)
+    table = [json.loads(line) for line in (work / "corpus" / "table.jsonl").read_text().splitlines()]
+    sources = {row["image_path"]: row["source"] for row in table if row["image_path"].startswith("synthetic/")}
+    corpus = [
+        {**entry, "group": sources[entry["image_path"]]} if entry["image_path"] in sources else entry
+        for entry in corpus
+    ]
     _, validation = livec_split(config)
     skimage_rows = [r for r in heldout_rows(config, work) if r["reference_id"].startswith("skimage_")]
     tables = {
@@ -240,6 +248,7 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
         eval_tables=tables,
         eval_every_steps=eval_every,
         resume_from_checkpoint=True if (resume and checkpoints) else None,
+        group_size=group_size,
     )
     result["wall_seconds"] = time.time() - started
     result["corpus_entries"] = len(corpus)

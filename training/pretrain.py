@@ -9,6 +9,8 @@ The config's `pretraining:` section holds `epochs`, `eval_every_steps` and any `
 (defaults: the authors' optimiser, see `modeling_uniqa.pretraining.AUTHORS_OPTIMIZER`); its `model:` section the
 tower sizes of a random init when `--model` is not given. `--streaming` reads JSONL / Parquet shards lazily (one
 entry per line, lines of one image not merged) and needs `max_steps` in `pretraining:`; `epochs` is then ignored.
+`group_size: N` in `pretraining:` batches up to N entries of the same `group` (a corpus field, e.g. the source
+photo of synthetic distortions) together: content-matched negatives.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(config.get("pretraining") or {})
     epochs = int(settings.pop("epochs", 1))
     eval_every = int(settings.pop("eval_every_steps", 0))
+    group_size = int(settings.pop("group_size", 1))
     seed = int(config.get("seed", settings.get("seed", 0)))
     if args.streaming:
         if int(settings.get("max_steps", -1)) <= 0:
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_tables=tables,
         eval_every_steps=eval_every,
         resume_from_checkpoint=args.resume,
+        group_size=group_size,
     )
     if training_args.process_index == 0:
         (Path(args.output_dir) / "result.json").write_text(json.dumps(result, indent=1, default=str))
