@@ -80,6 +80,8 @@ def write_model_card(output: Path, config: dict[str, Any], work: Path) -> Path:
     build_minutes = sum(timings.values()) / 60
     livec_dir = resolve(config["data"]["livec_dir"])
     train_loss = pretrain["train"].get("train_loss", float("nan"))
+    group_size = config["pretraining"].get("group_size", 1)
+    grouping = f" in runs of {group_size} distortions of one photo (content-matched)" if group_size > 1 else ""
     card = f"""---
 license: other
 license_name: mit-code-live-database-notice
@@ -163,9 +165,9 @@ scikit-image photos, one centre crop, all points pooled, target = −level; live
 
 ## Training
 - **Pre-training** (`modeling_uniqa.pretraining`): symmetric InfoNCE, both towers, {pretrain["corpus_entries"]} images,
-  {config["pretraining"]["epochs"]} epochs, batch {config["pretraining"]["per_device_train_batch_size"]}, AdamW lr
-  {config["pretraining"]["learning_rate"]} (the authors' 5e-6 is for fine-tuning a trained CLIP; from a random init
-  this model needs ~100×), betas (0.9, 0.98), eps 1e-6, weight decay 0.2, cosine schedule, bf16 autocast.
+  {config["pretraining"]["epochs"]} epochs, batch {config["pretraining"]["per_device_train_batch_size"]}{grouping},
+  AdamW lr {config["pretraining"]["learning_rate"]} (the authors' 5e-6 is for fine-tuning a trained CLIP; from a
+  random init this model needs ~100×), betas (0.9, 0.98), eps 1e-6, weight decay 0.2, cosine schedule, bf16 autocast.
   Final training loss {_fmt(train_loss)}; {pretrain["wall_seconds"] / 60:.1f} min.
 - **Corpus**: {len(manifest["train_sources"])} source photos — livec_jpg *training-split* photos with MOS ≥
   {config["data"]["source_min_mos"]}, scikit-image's {", ".join(config["data"]["skimage_train"])} and
