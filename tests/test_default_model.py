@@ -65,7 +65,7 @@ def test_sharp_example_outranks_its_degraded_versions(tiny):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the current uniqa-tiny build does not reach issue 6's -0.7 (measured about -0.19 here, -0.42 on the "
+    reason="the current uniqa-tiny build does not reach issue 6's -0.7 (measured -0.40 here, -0.41 on the "
     "build's 11 held-out photos: docs/default-model.md); strict, so a build that reaches it fails this marker",
 )
 def test_score_falls_with_distortion_level_on_held_out_photos(tiny):

@@ -304,7 +304,7 @@ def stage_evaluate(config: dict[str, Any], work: Path) -> dict[str, Any]:
         curves = level_srcc(model, rows, **kwargs)
         results["distortions"][label] = {k: v for k, v in curves.items() if k != "scores"}
     results["heldout_photos"] = sorted({r["reference_id"] for r in rows})
-    # CPU speed: images of 500x500 (9 grid crops each), default scoring, after a warm-up
+    # CPU speed: livec images (500x500), default scoring (the processor's crops), after a warm-up
     model.score(val_images[:4])
     started = time.perf_counter()
     timed = val_images[:32]
@@ -312,7 +312,8 @@ def stage_evaluate(config: dict[str, Any], work: Path) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     results["cpu_speed"] = {
         "images_per_second": len(timed) / elapsed,
-        "image_size": "500x500 (9 grid crops of 224)",
+        "image_size": f"500x500 ({model.image_processor.crops} {model.image_processor.crop_mode} crops of "
+        f"{model.image_processor.crop_size})",
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
     }

@@ -133,7 +133,8 @@ level5 prompts |
 
 **Quality on real photos** — LIVE In the Wild Challenge, `livec_jpg` subset: {metrics["n_validation"]} validation images
 (the fixed split below; never used for pre-training or for adapter weights — the adapter checkpoint was *selected*
-on it, so these numbers are slightly optimistic; the 535 BMP images of the database that are not on this machine
+on it, and so was the recipe among the variants compared in the project's `docs/default-model.md`: these numbers are
+optimistic; the 535 BMP images of the database that are not on this machine
 would be an independent test).
 
 | scorer | SRCC | PLCC | PLCC (logistic) |
