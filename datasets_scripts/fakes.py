@@ -46,10 +46,6 @@ def _cell(names: list[str]) -> np.ndarray:
     return arr
 
 
-def _split_of(i: int) -> str:
-    return "train" if i % 10 < 6 else "validation" if i % 10 < 8 else "test"
-
-
 def fake_koniq10k(root: Path) -> FakeBenchmark:
     rows, sets, fb = [], [], FakeBenchmark(root, {})
     for i in range(10):

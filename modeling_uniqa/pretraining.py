@@ -248,10 +248,6 @@ class CorpusDataset(Dataset):
         self.seed = int(seed)
         self.flip = flip
         self.group_size = int(group_size)
-        groups: dict[Any, list[int]] = {}
-        for index, entry in enumerate(self.entries):
-            groups.setdefault(entry.get("group", ("entry", index)), []).append(index)
-        self.groups = [np.array(members) for members in groups.values()]  # in order of first appearance
         self._orders: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -263,8 +259,11 @@ class CorpusDataset(Dataset):
             if self.group_size == 1:
                 self._orders[epoch] = rng.permutation(len(self.entries))
             else:
+                groups: dict[Any, list[int]] = {}  # in order of first appearance; no group: a group of one
+                for index, entry in enumerate(self.entries):
+                    groups.setdefault(entry.get("group", ("entry", index)), []).append(index)
                 runs, size = [], self.group_size
-                for members in self.groups:
+                for members in map(np.array, groups.values()):
                     shuffled = members[rng.permutation(len(members))]
                     runs += [shuffled[start : start + size] for start in range(0, len(members), size)]
                 self._orders[epoch] = np.concatenate([runs[i] for i in rng.permutation(len(runs))])
@@ -671,7 +670,9 @@ class ContrastiveTrainer(Trainer):
     A [`StreamingCorpusDataset`] is read by a plain `DataLoader` (it splits itself across processes and workers:
     accelerate must not shard or dispatch it again), and `stream_position` records what each step consumed."""
 
-    stream_position: StreamPosition | None = None
+    def __init__(self, *args, stream_position: StreamPosition | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stream_position = stream_position
 
     def _get_train_sampler(self, train_dataset=None):
         return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
@@ -758,8 +759,8 @@ def pretrain(
         train_dataset=dataset,
         data_collator=ContrastiveCollator(model.tokenizer, model.config.text_config.max_position_embeddings),
         callbacks=callbacks,
+        stream_position=stream_position,
     )
-    trainer.stream_position = stream_position
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     with torch.no_grad():
         model.clip.logit_scale.clamp_(max=MAX_LOGIT_SCALE)

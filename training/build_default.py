@@ -125,46 +125,50 @@ def stage_photos(config: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 def stage_corpus(config: dict[str, Any], work: Path) -> Path:
-    """Synthetic distortions of the training sources + the livec training photos -> `corpus/table.jsonl`."""
+    """Synthetic distortions of the training sources + the livec training photos -> `corpus/table.jsonl`.
+
+    `mos_normalized`: livec sources and their distortions keep the photo's real MOS (the captioner caps it by the
+    distortion level), the other undistorted sources count as perfect (1.0), their distortions have none."""
+    from PIL import Image
+
     from datasets_scripts.synthetic import LEVELS, describe, distort
 
     corpus = work / "corpus"
     images = corpus / "images"
     (images / "synthetic").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([config["seed"], 11])
+    train, _ = livec_split(config)
+    mos_by_name = {Path(p).stem: m / 100.0 for p, m in train}
+    distortions = distortion_types(config)
     rows = []
     sources = sorted((work / "photos" / "train").glob("*.png"))
     for k, path in enumerate(tqdm(sources, desc="synthetic corpus")):
-        from PIL import Image
-
         pristine = Image.open(path).convert("RGB")
         name = f"synthetic/{path.stem}.png"
         pristine.save(images / name)
-        mos = None
-        rows.append({"image_path": name, "level": 0, "distortion": "none", "mos_normalized": mos, "source": path.stem})
-        for distortion in distortion_types(config):
+        mos = mos_by_name[path.stem.removeprefix("livec_")] if path.stem.startswith("livec_") else None
+        rows.append(
+            {
+                "image_path": name,
+                "level": 0,
+                "distortion": "none",
+                "mos_normalized": 1.0 if mos is None else mos,
+                "source": path.stem,
+            }
+        )
+        for distortion in distortions:
             chosen = rng.choice(LEVELS, size=config["data"]["levels_per_distortion"], replace=False)
             for level in sorted(int(v) for v in chosen):
                 name = f"synthetic/{path.stem}_{distortion}_{level}.png"
                 distort(pristine, distortion, level, seed=config["seed"] + 1009 * k).save(images / name)
-                rows.append(
-                    {
-                        "image_path": name,
-                        "distortion": distortion,
-                        "level": level,
-                        "description": describe(distortion, level),
-                        "source": path.stem,
-                    }
-                )
-    # pristine sources: livec photos have a real MOS, the others are treated as perfect (level 0)
-    train, _ = livec_split(config)
-    mos_by_name = {Path(p).stem: m for p, m in train}
-    for row in rows:
-        stem = row["source"].removeprefix("livec_")
-        if row["level"] == 0:
-            row["mos_normalized"] = mos_by_name[stem] / 100.0 if row["source"].startswith("livec_") else 1.0
-        elif row["source"].startswith("livec_"):
-            row["mos_normalized"] = mos_by_name[stem] / 100.0
+                row = {
+                    "image_path": name,
+                    "distortion": distortion,
+                    "level": level,
+                    "description": describe(distortion, level),
+                    "source": path.stem,
+                }
+                rows.append(row if mos is None else {**row, "mos_normalized": mos})
     (images / "livec").mkdir(exist_ok=True)
     for path, mos in train:
         link = images / "livec" / Path(path).name
