@@ -115,15 +115,61 @@ def contrastive_loss(
     return (loss_images - (targets * logits_per_text.log_softmax(dim=1)).sum(dim=1).mean()) / 2
 
 
-class ContrastiveModel(nn.Module):
-    """What `Trainer` trains: a [`UniQAModel`] whose forward is the contrastive loss.
+RANKING_KEYS = ("group", "distortion", "level")
+RANKING_PROMPTS = ("bad image", "perfect image")  # the ends of the `level5` prompt set
 
-    `forward(pixel_values (N, 3, S, S), input_ids (N, L), attention_mask (N, L)) -> {"loss": scalar}`.
+
+def quality_ranking_loss(
+    image_embeds: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    levels: torch.Tensor,
+    groups: torch.Tensor,
+    distortions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pairwise logistic ranking of synthetic distortions of the same photo by their zero-shot quality.
+
+    Args:
+        image_embeds: `(n, D)` raw image embeddings.
+        prompt_embeds: `(2, D)` embeddings of a bad and a good prompt ([`RANKING_PROMPTS`]).
+        logit_scale: scalar log-temperature (clamped at ln 100).
+        levels: `(n,)` distortion level, 0 for the undistorted photo, -1 where unknown (never ranked).
+        groups: `(n,)` integer id of each image's source photo.
+        distortions: `(n,)` integer id of each image's distortion type; `None` compares levels across types too
+            (for levels calibrated to mean the same severity whatever the distortion).
+
+    Returns:
+        The mean over ordered pairs `(i, j)` of the same group, where `j` is a distortion of the undistorted `i` or
+        a stronger level of `i`'s distortion (of any distortion, without `distortions`), of `softplus(q_j - q_i)`,
+        with `q = scale * (cos(image, good) - cos(image, bad))` the zero-shot log-odds of good over bad; 0 (with a
+        graph) when the batch has no pair.
+    """
+    image_embeds = nn.functional.normalize(image_embeds.float(), dim=-1)
+    prompt_embeds = nn.functional.normalize(prompt_embeds.float(), dim=-1)
+    scale = logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
+    quality = scale * image_embeds @ (prompt_embeds[1] - prompt_embeds[0])
+    level_i, level_j = levels.view(-1, 1), levels.view(1, -1)
+    better = (groups.view(-1, 1) == groups.view(1, -1)) & (level_i >= 0) & (level_j > level_i)
+    if distortions is not None:
+        better &= (distortions.view(-1, 1) == distortions.view(1, -1)) | (level_i == 0)
+    if not better.any():
+        return quality.sum() * 0.0
+    return nn.functional.softplus(quality.view(1, -1) - quality.view(-1, 1))[better].mean()
+
+
+class ContrastiveModel(nn.Module):
+    """What `Trainer` trains: a [`UniQAModel`] whose forward is the contrastive loss, plus `ranking_weight` times
+    [`quality_ranking_loss`] on batches that carry distortion levels (compared across distortion types with
+    `rank_across_distortions`).
+
+    `forward(pixel_values (N, 3, S, S), input_ids (N, L), attention_mask (N, L), ...) -> {"loss": scalar}`.
     """
 
-    def __init__(self, model: UniQAModel):
+    def __init__(self, model: UniQAModel, ranking_weight: float = 0.0, rank_across_distortions: bool = False):
         super().__init__()
         self.uniqa = model
+        self.ranking_weight = ranking_weight
+        self.rank_across_distortions = rank_across_distortions
 
     def forward(
         self,
@@ -131,10 +177,20 @@ class ContrastiveModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         caption_ids: torch.Tensor | None = None,
+        levels: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None,
+        distortions: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         image_embeds = self.uniqa.get_image_features(pixel_values)
         text_embeds = self.uniqa.get_text_features(input_ids, attention_mask)
-        return {"loss": contrastive_loss(image_embeds, text_embeds, self.uniqa.clip.logit_scale, caption_ids)}
+        scale = self.uniqa.clip.logit_scale
+        loss = contrastive_loss(image_embeds, text_embeds, scale, caption_ids)
+        if self.ranking_weight and levels is not None:
+            prompts = self.uniqa.encode_prompts(RANKING_PROMPTS)
+            distortions = None if self.rank_across_distortions else distortions
+            ranking = quality_ranking_loss(image_embeds, prompts, scale, levels, groups, distortions)
+            loss = loss + self.ranking_weight * ranking
+        return {"loss": loss}
 
     def activation_checkpointing_enable(self, **kwargs) -> None:
         """Checkpoint the towers' layers (transformers 5 `Trainer` calls this for `activation_checkpointing`)."""
@@ -165,19 +221,34 @@ def _entry_captions(prompt: Any) -> list[str]:
 
 
 def _training_pair(
-    entry: Mapping[str, Any], image_root: Path, image_processor, rng: np.random.Generator, flip: bool
+    entry: Mapping[str, Any],
+    image_root: Path,
+    image_processor,
+    rng: np.random.Generator,
+    flip: bool,
+    crop_rng: np.random.Generator | None = None,
 ) -> dict[str, Any]:
-    """One training item of `entry`: a caption drawn from its list, then a random crop and a horizontal flip of its
-    image, all from `rng` (in that order). `{"pixel_values": (3, S, S) float32 normalised, "caption": str}`.
+    """One training item of `entry`: a caption drawn from its list (`rng`), then a random crop and a horizontal
+    flip of its image (from `crop_rng`, else `rng`, in that order; a `crop_rng` window does not depend on the
+    image's content, so images of one size drawn with equal `crop_rng`s get the same crop).
+    `{"pixel_values": (3, S, S) float32 normalised, "caption": str}`, plus the entry's `group`, `distortion` and
+    `level` when it has a `level`.
     Raises `ValueError` naming the file and the reason when the image cannot be read."""
     captions = _entry_captions(entry["prompt"])
     caption = captions[int(rng.integers(len(captions)))]
-    crop_seed = int(rng.integers(2**31))
+    shared_crop = crop_rng is not None
+    crop_rng = crop_rng if shared_crop else rng
+    crop_seed = int(crop_rng.integers(2**31))
     path = image_root / entry["image_path"]
-    pixels = image_processor.crop_image(path, crop_mode="random", crops=1, seed=crop_seed)[0]
-    if flip and rng.random() < 0.5:
+    pixels = image_processor.crop_image(
+        path, crop_mode="random", crops=1, seed=crop_seed, content_seeded=not shared_crop
+    )[0]
+    if flip and crop_rng.random() < 0.5:
         pixels = pixels.flip(-1)
-    return {"pixel_values": pixels, "caption": caption}
+    item = {"pixel_values": pixels, "caption": caption}
+    if "level" in entry:
+        item.update({key: entry.get(key, "") for key in RANKING_KEYS})
+    return item
 
 
 def read_corpus(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -185,7 +256,9 @@ def read_corpus(path: str | os.PathLike) -> list[dict[str, Any]]:
 
     Entries with the same `image_path` are merged (their captions pooled), so a JSONL written by several
     captioners (quality descriptions, purified comments) reads as one entry per image. An optional `group` (e.g.
-    the undistorted photo a synthetic distortion was made from) is kept for [`CorpusDataset`]'s `group_size`.
+    the undistorted photo a synthetic distortion was made from) is kept for [`CorpusDataset`]'s `group_size`, and an
+    optional `level` (0: undistorted, larger: stronger) with its `distortion` for the ranking loss
+    ([`quality_ranking_loss`]).
     """
     path = Path(path)
     try:
@@ -208,6 +281,9 @@ def read_corpus(path: str | os.PathLike) -> list[dict[str, Any]]:
         item["prompt"].extend(_entry_captions(entry["prompt"]))
         if entry.get("group") is not None:
             item.setdefault("group", str(entry["group"]))
+        if entry.get("level") is not None:
+            item.setdefault("level", int(entry["level"]))
+            item.setdefault("distortion", str(entry.get("distortion", "")))
     return [item for item in merged.values() if item["prompt"]]
 
 
@@ -222,9 +298,12 @@ class CorpusDataset(Dataset):
     `group_size > 1` lays each epoch out in runs of up to `group_size` entries of the same `group` (entries without
     one are runs of 1): each group's entries are shuffled and cut into runs, and the runs are shuffled. A batch then
     holds several distortions of the same photo, which the loss can only tell apart by their quality — not by their
-    content (content-matched negatives).
+    content (content-matched negatives). With `shared_crops` the entries of a run also share their crop and flip
+    (drawn from `(seed, epoch, run)`): two distortions of a photo then differ only by the distortion, which the
+    ranking loss compares (images of one group must have the same size).
 
-    Items: `{"pixel_values": (3, S, S) float32 normalised, "caption": str}`.
+    Items: `{"pixel_values": (3, S, S) float32 normalised, "caption": str}` (+ `group`, `distortion`, `level` for
+    entries with a `level`).
     """
 
     def __init__(
@@ -236,6 +315,7 @@ class CorpusDataset(Dataset):
         seed: int = 0,
         flip: bool = True,
         group_size: int = 1,
+        shared_crops: bool = False,
     ):
         if not entries:
             raise ValueError("empty corpus")
@@ -248,16 +328,19 @@ class CorpusDataset(Dataset):
         self.seed = int(seed)
         self.flip = flip
         self.group_size = int(group_size)
-        self._orders: dict[int, np.ndarray] = {}
+        self.shared_crops = shared_crops
+        self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return self.epochs * len(self.entries)
 
-    def _order(self, epoch: int) -> np.ndarray:
+    def _order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Epoch `epoch` -> (entry index, run index) of each position."""
         if epoch not in self._orders:
             rng = np.random.default_rng([self.seed, epoch, 1])
             if self.group_size == 1:
-                self._orders[epoch] = rng.permutation(len(self.entries))
+                order = rng.permutation(len(self.entries))
+                self._orders[epoch] = order, np.arange(len(order))
             else:
                 groups: dict[Any, list[int]] = {}  # in order of first appearance; no group: a group of one
                 for index, entry in enumerate(self.entries):
@@ -266,14 +349,18 @@ class CorpusDataset(Dataset):
                 for members in map(np.array, groups.values()):
                     shuffled = members[rng.permutation(len(members))]
                     runs += [shuffled[start : start + size] for start in range(0, len(members), size)]
-                self._orders[epoch] = np.concatenate([runs[i] for i in rng.permutation(len(runs))])
+                runs = [runs[i] for i in rng.permutation(len(runs))]
+                run_index = np.concatenate([np.full(len(run), i) for i, run in enumerate(runs)])
+                self._orders[epoch] = np.concatenate(runs), run_index
         return self._orders[epoch]
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         epoch, position = divmod(int(k), len(self.entries))
-        entry = self.entries[int(self._order(epoch)[position])]
+        order, run_index = self._order(epoch)
+        entry = self.entries[int(order[position])]
         rng = np.random.default_rng([self.seed, int(k), 2])
-        return _training_pair(entry, self.image_root, self.processor, rng, self.flip)
+        crop_rng = np.random.default_rng([self.seed, epoch, int(run_index[position]), 3]) if self.shared_crops else None
+        return _training_pair(entry, self.image_root, self.processor, rng, self.flip, crop_rng)
 
 
 STREAM_FORMATS = {".jsonl": "text", ".json": "text", ".parquet": "parquet"}
@@ -474,8 +561,10 @@ class ContrastiveCollator:
     """Stacks crops and tokenises captions (padded to the longest, truncated to the context length).
 
     With `caption_ids=True` it adds `caption_ids`: a CRC-32 of each caption's text, so the loss treats identical
-    captions as shared positives (see [`contrastive_loss`]). Items from a [`StreamingCorpusDataset`] add the last
-    item's `stream_state` `(3,)`, which the trainer takes out before the model.
+    captions as shared positives (see [`contrastive_loss`]). Batches with items that carry a `level` add `levels`
+    (-1 where an item has none) and CRC-32 ids of `groups` and `distortions` for [`quality_ranking_loss`]. Items
+    from a [`StreamingCorpusDataset`] add the last item's `stream_state` `(3,)`, which the trainer takes out before
+    the model.
     """
 
     tokenizer: Any
@@ -497,6 +586,10 @@ class ContrastiveCollator:
         }
         if self.caption_ids:
             batch["caption_ids"] = torch.tensor([zlib.crc32(item["caption"].encode()) for item in items])
+        if any("level" in item for item in items):
+            batch["levels"] = torch.tensor([int(item.get("level", -1)) for item in items])
+            for key, name in (("group", "groups"), ("distortion", "distortions")):
+                batch[name] = torch.tensor([zlib.crc32(str(item.get(key, "")).encode()) for item in items])
         if "stream_state" in items[-1]:
             batch["stream_state"] = torch.tensor(items[-1]["stream_state"])
         return batch
@@ -708,11 +801,15 @@ def pretrain(
     eval_every_steps: int = 0,
     resume_from_checkpoint: str | bool | None = None,
     group_size: int = 1,
+    ranking_weight: float = 0.0,
+    rank_across_distortions: bool = False,
 ) -> dict[str, Any]:
     """Contrastively train both towers of `model` on `corpus` (entries `{"image_path", "prompt"}` under
     `image_root`) for `epochs` passes; `args.num_train_epochs` is ignored (the dataset holds the passes).
     `eval_tables` (`{name: (images, targets)}`) are scored zero-shot before, during and after training.
-    `group_size > 1` puts entries of the same `group` together in batches (see [`CorpusDataset`]).
+    `group_size > 1` puts entries of the same `group` together in batches (see [`CorpusDataset`]);
+    `ranking_weight > 0` adds that times [`quality_ranking_loss`] over the entries with a `level` (runs then share
+    their crops; levels of different distortions are compared too with `rank_across_distortions`).
 
     A [`CorpusStream`] (from [`read_corpus_stream`]) is streamed instead ([`StreamingCorpusDataset`], split across
     `args.world_size` processes): it has no length, so `args.max_steps` must be set and `epochs` does not apply; a
@@ -726,8 +823,10 @@ def pretrain(
     if isinstance(corpus, CorpusStream):
         if args.max_steps <= 0:
             raise ValueError("a streaming corpus has no length: set max_steps > 0 (config `pretraining:` section)")
-        if group_size != 1:
-            raise ValueError("group_size applies to an in-memory corpus (read_corpus), not to a streaming one")
+        if group_size != 1 or ranking_weight:
+            raise ValueError(
+                "group_size and ranking_weight apply to an in-memory corpus (read_corpus), not to a streaming one"
+            )
         if epochs != 1:
             raise ValueError(f"epochs={epochs} does not apply to a streaming corpus: it is read until max_steps")
         dataset = StreamingCorpusDataset(
@@ -744,8 +843,16 @@ def pretrain(
             dataset.resume_from(stream_position.positions, stream_position.batches, stream_position.workers)
             args.ignore_data_skip = True  # the dataset skips what was used (index lines only, no image decoded)
     else:
+        if ranking_weight and group_size < 2:
+            raise ValueError("ranking_weight compares distortions of one photo: it needs group_size >= 2")
         dataset = CorpusDataset(
-            corpus, image_root, model.image_processor, epochs=epochs, seed=args.seed, group_size=group_size
+            corpus,
+            image_root,
+            model.image_processor,
+            epochs=epochs,
+            seed=args.seed,
+            group_size=group_size,
+            shared_crops=ranking_weight > 0,
         )
         args.num_train_epochs = 1
     model.train()
@@ -754,7 +861,7 @@ def pretrain(
         zero_shot = ZeroShotEvalCallback(model, eval_tables, every_steps=eval_every_steps)
         callbacks.append(zero_shot)
     trainer = ContrastiveTrainer(
-        model=ContrastiveModel(model),
+        model=ContrastiveModel(model, ranking_weight, rank_across_distortions),
         args=args,
         train_dataset=dataset,
         data_collator=ContrastiveCollator(model.tokenizer, model.config.text_config.max_position_embeddings),

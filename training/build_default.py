@@ -216,6 +216,8 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
     epochs = settings.pop("epochs")
     eval_every = settings.pop("eval_every_steps", 0)
     group_size = settings.pop("group_size", 1)
+    ranking_weight = settings.pop("ranking_weight", 0.0)
+    rank_across_distortions = settings.pop("rank_across_distortions", False)
     model = build_model(
         config["model"]["text_config"],
         config["model"]["vision_config"],
@@ -225,13 +227,15 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
         logit_scale_init_value=config["model"].get("logit_scale_init_value", 2.6592),
     )
     corpus = read_corpus(work / "corpus" / "captions.jsonl")
-    # a synthetic image's group is the photo it was made from (for `group_size`: content-matched batches)
+    # a synthetic image's group is the photo it was made from (for `group_size`: content-matched batches), and its
+    # distortion and level (0: the undistorted photo) are what the ranking loss compares
     table = [json.loads(line) for line in (work / "corpus" / "table.jsonl").read_text().splitlines()]
-    sources = {row["image_path"]: row["source"] for row in table if row["image_path"].startswith("synthetic/")}
-    corpus = [
-        {**entry, "group": sources[entry["image_path"]]} if entry["image_path"] in sources else entry
-        for entry in corpus
-    ]
+    synthetic = {
+        row["image_path"]: {"group": row["source"], "distortion": row["distortion"], "level": row["level"]}
+        for row in table
+        if row["image_path"].startswith("synthetic/")
+    }
+    corpus = [{**entry, **synthetic.get(entry["image_path"], {})} for entry in corpus]
     _, validation = livec_split(config)
     skimage_rows = [r for r in heldout_rows(config, work) if r["reference_id"].startswith("skimage_")]
     tables = {
@@ -253,6 +257,8 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
         eval_every_steps=eval_every,
         resume_from_checkpoint=True if (resume and checkpoints) else None,
         group_size=group_size,
+        ranking_weight=ranking_weight,
+        rank_across_distortions=rank_across_distortions,
     )
     result["wall_seconds"] = time.time() - started
     result["corpus_entries"] = len(corpus)

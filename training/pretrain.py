@@ -10,7 +10,10 @@ The config's `pretraining:` section holds `epochs`, `eval_every_steps` and any `
 tower sizes of a random init when `--model` is not given. `--streaming` reads JSONL / Parquet shards lazily (one
 entry per line, lines of one image not merged) and needs `max_steps` in `pretraining:`; `epochs` is then ignored.
 `group_size: N` in `pretraining:` batches up to N entries of the same `group` (a corpus field, e.g. the source
-photo of synthetic distortions) together: content-matched negatives.
+photo of synthetic distortions) together: content-matched negatives. `ranking_weight: W` (with `group_size` >= 2)
+adds W times a ranking of each run's distortions by their zero-shot quality, for entries with a `level` (0: the
+undistorted photo) and a `distortion` (`rank_across_distortions: true`: levels of different distortions compared
+too).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     epochs = int(settings.pop("epochs", 1))
     eval_every = int(settings.pop("eval_every_steps", 0))
     group_size = int(settings.pop("group_size", 1))
+    ranking_weight = float(settings.pop("ranking_weight", 0.0))
+    rank_across_distortions = bool(settings.pop("rank_across_distortions", False))
     seed = int(config.get("seed", settings.get("seed", 0)))
     if args.streaming:
         if int(settings.get("max_steps", -1)) <= 0:
@@ -94,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_every_steps=eval_every,
         resume_from_checkpoint=args.resume,
         group_size=group_size,
+        ranking_weight=ranking_weight,
+        rank_across_distortions=rank_across_distortions,
     )
     if training_args.process_index == 0:
         (Path(args.output_dir) / "result.json").write_text(json.dumps(result, indent=1, default=str))

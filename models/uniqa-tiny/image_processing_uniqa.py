@@ -250,8 +250,12 @@ class UniQAImageProcessor(BaseImageProcessor):
             image = image.resize((width, height), Image.BICUBIC)
         return image
 
-    def crop_boxes(self, image: Image.Image, crop_mode: str, crops: int, seed: int) -> list[tuple[int, int]]:
-        """Top-left corners `(left, top)` of the crops of an image already sized by `resize_for_crops`."""
+    def crop_boxes(
+        self, image: Image.Image, crop_mode: str, crops: int, seed: int, content_seeded: bool = True
+    ) -> list[tuple[int, int]]:
+        """Top-left corners `(left, top)` of the crops of an image already sized by `resize_for_crops`. Random
+        windows are drawn from `seed` and, if `content_seeded`, the image's content; without it, images of one size
+        get the same windows for the same seed (e.g. distortions of one photo)."""
         width, height = image.size
         size = self.crop_size
         if crop_mode == "center":
@@ -262,8 +266,7 @@ class UniQAImageProcessor(BaseImageProcessor):
             tops = sorted({round(v) for v in np.linspace(0, height - size, per_axis)})
             return [(left, top) for top in tops for left in lefts]
         if crop_mode == "random":
-            content_key = zlib.crc32(image.tobytes())
-            rng = np.random.default_rng([seed, content_key])
+            rng = np.random.default_rng([seed, zlib.crc32(image.tobytes())] if content_seeded else [seed])
             lefts = rng.integers(0, width - size + 1, size=crops)
             tops = rng.integers(0, height - size + 1, size=crops)
             return [(int(left), int(top)) for left, top in zip(lefts, tops, strict=True)]
@@ -277,15 +280,17 @@ class UniQAImageProcessor(BaseImageProcessor):
         max_side: int | None = None,
         seed: int = 0,
         normalize: bool = True,
+        content_seeded: bool = True,
     ) -> torch.Tensor:
         """One image -> `(n_crops, 3, crop_size, crop_size)` float32, normalised; with `normalize=False`, the raw
-        uint8 crops (4x less to move to a GPU; finish with [`~UniQAImageProcessor.normalize`] there)."""
+        uint8 crops (4x less to move to a GPU; finish with [`~UniQAImageProcessor.normalize`] there).
+        `content_seeded`: see [`~UniQAImageProcessor.crop_boxes`]."""
         crop_mode = crop_mode or self.crop_mode
         crops = crops or self.crops
         image = self.resize_for_crops(self.load_image(image), max_side if max_side is not None else self.max_side)
         pixels = np.asarray(image)
         size = self.crop_size
-        boxes = self.crop_boxes(image, crop_mode, crops, seed)
+        boxes = self.crop_boxes(image, crop_mode, crops, seed, content_seeded)
         windows = np.stack([pixels[top : top + size, left : left + size] for left, top in boxes]).transpose(0, 3, 1, 2)
         windows = torch.from_numpy(np.ascontiguousarray(windows))
         return self.normalize(windows) if normalize else windows
