@@ -247,7 +247,7 @@ def _training_pair(
         pixels = pixels.flip(-1)
     item = {"pixel_values": pixels, "caption": caption}
     if "level" in entry:
-        item.update({key: entry.get(key, "") for key in RANKING_KEYS})
+        item.update({key: entry.get(key) for key in RANKING_KEYS})
     return item
 
 
@@ -562,7 +562,8 @@ class ContrastiveCollator:
 
     With `caption_ids=True` it adds `caption_ids`: a CRC-32 of each caption's text, so the loss treats identical
     captions as shared positives (see [`contrastive_loss`]). Batches with items that carry a `level` add `levels`
-    (-1 where an item has none) and CRC-32 ids of `groups` and `distortions` for [`quality_ranking_loss`]. Items
+    (-1 where an item has none) and CRC-32 ids of `groups` (an item without one is alone in its group) and
+    `distortions` for [`quality_ranking_loss`]. Items
     from a [`StreamingCorpusDataset`] add the last item's `stream_state` `(3,)`, which the trainer takes out before
     the model.
     """
@@ -588,8 +589,16 @@ class ContrastiveCollator:
             batch["caption_ids"] = torch.tensor([zlib.crc32(item["caption"].encode()) for item in items])
         if any("level" in item for item in items):
             batch["levels"] = torch.tensor([int(item.get("level", -1)) for item in items])
-            for key, name in (("group", "groups"), ("distortion", "distortions")):
-                batch[name] = torch.tensor([zlib.crc32(str(item.get(key, "")).encode()) for item in items])
+            # an item without a group is a group of its own (negative ids: CRC-32s are not negative)
+            batch["groups"] = torch.tensor(
+                [
+                    zlib.crc32(str(item["group"]).encode()) if item.get("group") else -1 - k
+                    for k, item in enumerate(items)
+                ]
+            )
+            batch["distortions"] = torch.tensor(
+                [zlib.crc32(str(item.get("distortion", "")).encode()) for item in items]
+            )
         if "stream_state" in items[-1]:
             batch["stream_state"] = torch.tensor(items[-1]["stream_state"])
         return batch

@@ -121,6 +121,10 @@ def test_shared_crops_give_a_run_one_crop_and_the_collator_the_levels(tiny_model
     batch = ContrastiveCollator(tiny_model.tokenizer)([items[0], unlevelled])
     assert batch["levels"].tolist() == [items[0]["level"], -1]
     assert "levels" not in ContrastiveCollator(tiny_model.tokenizer)([unlevelled, unlevelled])
+    # levelled items without a group are never compared with each other
+    loose = [{**item, "group": None} for item in items[:2]]
+    batch = ContrastiveCollator(tiny_model.tokenizer)(loose)
+    assert batch["groups"][0] != batch["groups"][1]
 
 
 @pytest.mark.parametrize("factor", [-0.15, 0.15])
