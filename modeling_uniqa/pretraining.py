@@ -746,6 +746,23 @@ def build_model(
     return model
 
 
+PRETRAIN_OPTIONS: dict[str, Any] = {
+    "epochs": 1,
+    "eval_every_steps": 0,
+    "group_size": 1,
+    "ranking_weight": 0.0,
+    "rank_across_distortions": False,
+}
+
+
+def split_pretraining_config(section: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A config's `pretraining:` section -> (the keyword arguments of [`pretrain`] in [`PRETRAIN_OPTIONS`], with
+    their defaults and types; everything else: `TrainingArguments` overrides for [`pretraining_arguments`])."""
+    overrides = dict(section or {})
+    options = {key: type(default)(overrides.pop(key, default)) for key, default in PRETRAIN_OPTIONS.items()}
+    return options, overrides
+
+
 def pretraining_arguments(output_dir: str | os.PathLike, **overrides) -> TrainingArguments:
     """`TrainingArguments` with the authors' optimiser defaults and what contrastive training needs
     (drop the last incomplete batch, keep all columns); `overrides` win."""

@@ -210,14 +210,15 @@ def heldout_rows(config: dict[str, Any], work: Path) -> list[dict[str, Any]]:
 
 
 def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
-    from modeling_uniqa.pretraining import build_model, pretrain, pretraining_arguments, read_corpus
+    from modeling_uniqa.pretraining import (
+        build_model,
+        pretrain,
+        pretraining_arguments,
+        read_corpus,
+        split_pretraining_config,
+    )
 
-    settings = dict(config["pretraining"])
-    epochs = settings.pop("epochs")
-    eval_every = settings.pop("eval_every_steps", 0)
-    group_size = settings.pop("group_size", 1)
-    ranking_weight = settings.pop("ranking_weight", 0.0)
-    rank_across_distortions = settings.pop("rank_across_distortions", False)
+    options, settings = split_pretraining_config(config["pretraining"])
     model = build_model(
         config["model"]["text_config"],
         config["model"]["vision_config"],
@@ -252,13 +253,9 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
         corpus,
         work / "corpus" / "images",
         args,
-        epochs=epochs,
         eval_tables=tables,
-        eval_every_steps=eval_every,
         resume_from_checkpoint=True if (resume and checkpoints) else None,
-        group_size=group_size,
-        ranking_weight=ranking_weight,
-        rank_across_distortions=rank_across_distortions,
+        **options,
     )
     result["wall_seconds"] = time.time() - started
     result["corpus_entries"] = len(corpus)

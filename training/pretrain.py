@@ -48,25 +48,27 @@ def main(argv: list[str] | None = None) -> int:
 
     from modeling_uniqa import UniQAModel
     from modeling_uniqa.finetuning import read_mos_table
-    from modeling_uniqa.pretraining import build_model, pretrain, pretraining_arguments, read_corpus, read_corpus_stream
+    from modeling_uniqa.pretraining import (
+        build_model,
+        pretrain,
+        pretraining_arguments,
+        read_corpus,
+        read_corpus_stream,
+        split_pretraining_config,
+    )
 
     config = yaml.safe_load(Path(args.config).read_text())
-    settings = dict(config.get("pretraining") or {})
-    epochs = int(settings.pop("epochs", 1))
-    eval_every = int(settings.pop("eval_every_steps", 0))
-    group_size = int(settings.pop("group_size", 1))
-    ranking_weight = float(settings.pop("ranking_weight", 0.0))
-    rank_across_distortions = bool(settings.pop("rank_across_distortions", False))
+    options, settings = split_pretraining_config(config.get("pretraining"))
     seed = int(config.get("seed", settings.get("seed", 0)))
     if args.streaming:
         if int(settings.get("max_steps", -1)) <= 0:
             parser.error(
                 "--streaming needs `max_steps` in the config's `pretraining:` section (a stream has no length)"
             )
-        if epochs != 1:
-            print(f"--streaming: ignoring epochs={epochs}; the run lasts max_steps={settings['max_steps']}")
+        if options["epochs"] != 1:
+            print(f"--streaming: ignoring epochs={options['epochs']}; the run lasts max_steps={settings['max_steps']}")
         corpus = read_corpus_stream(args.corpus, shuffle_buffer=args.shuffle_buffer)
-        epochs = 1
+        options["epochs"] = 1
     elif len(args.corpus) > 1:
         parser.error("several --corpus files need --streaming (or concatenate them into one JSONL)")
     else:
@@ -94,13 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         corpus,
         args.image_root,
         training_args,
-        epochs=epochs,
         eval_tables=tables,
-        eval_every_steps=eval_every,
         resume_from_checkpoint=args.resume,
-        group_size=group_size,
-        ranking_weight=ranking_weight,
-        rank_across_distortions=rank_across_distortions,
+        **options,
     )
     if training_args.process_index == 0:
         (Path(args.output_dir) / "result.json").write_text(json.dumps(result, indent=1, default=str))
