@@ -34,7 +34,7 @@ demo: setup
 	$(VENV)/bin/uniqa score examples/ --quiet
 	$(VENV)/bin/uniqa score examples/ --adapter livec --quiet
 
-# Rebuild models/uniqa-tiny from scratch with the project's own training code (~39 min on 2 CPU cores; needs
+# Rebuild models/uniqa-tiny from scratch with the project's own training code (~43 min on 2 CPU cores; needs
 # ../shared/data/livec_jpg and, for the same result, Debian's mate-backgrounds).
 default-model: setup
 	OMP_NUM_THREADS=1 $(PY) -m training.build_default --fresh

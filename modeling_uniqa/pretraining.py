@@ -300,7 +300,10 @@ class CorpusDataset(Dataset):
     holds several distortions of the same photo, which the loss can only tell apart by their quality — not by their
     content (content-matched negatives). With `shared_crops` the entries of a run also share their crop and flip
     (drawn from `(seed, epoch, run)`): two distortions of a photo then differ only by the distortion, which the
-    ranking loss compares (images of one group must have the same size).
+    ranking loss compares (images of one group must have the same size). With `anchored_runs` every run of a group
+    also holds the group's undistorted entries (`level` 0), so each run ranks its distortions against the original
+    (an epoch then has more positions than entries); with `runs_by_distortion` a group's entries are cut into runs
+    distortion type by type (types in random order), so a run holds whole level curves of one or two types.
 
     Items: `{"pixel_values": (3, S, S) float32 normalised, "caption": str}` (+ `group`, `distortion`, `level` for
     entries with a `level`).
@@ -316,6 +319,8 @@ class CorpusDataset(Dataset):
         flip: bool = True,
         group_size: int = 1,
         shared_crops: bool = False,
+        anchored_runs: bool = False,
+        runs_by_distortion: bool = False,
     ):
         if not entries:
             raise ValueError("empty corpus")
@@ -329,10 +334,37 @@ class CorpusDataset(Dataset):
         self.flip = flip
         self.group_size = int(group_size)
         self.shared_crops = shared_crops
+        self.anchored_runs = anchored_runs
+        self.runs_by_distortion = runs_by_distortion
         self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        lengths = [len(self._order(epoch)[0]) for epoch in range(self.epochs)] if anchored_runs else None
+        self._epoch_starts = np.cumsum([0] + lengths) if lengths else None
 
     def __len__(self) -> int:
+        if self._epoch_starts is not None:
+            return int(self._epoch_starts[-1])
         return self.epochs * len(self.entries)
+
+    def _locate(self, k: int) -> tuple[int, int]:
+        """Item `k` -> (epoch, position in that epoch's order)."""
+        if self._epoch_starts is None:
+            return divmod(k, len(self.entries))
+        epoch = int(np.searchsorted(self._epoch_starts, k, side="right")) - 1
+        return epoch, k - int(self._epoch_starts[epoch])
+
+    def _group_runs(self, members: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """One group's entry indices -> its runs of at most `group_size` (see the class docstring)."""
+        anchors = members[[self.entries[i].get("level") == 0 for i in members]] if self.anchored_runs else members[:0]
+        others = np.setdiff1d(members, anchors, assume_unique=True) if len(anchors) else members
+        size = self.group_size - len(anchors)
+        if size < 1 or not len(others):
+            anchors, others, size = members[:0], members, self.group_size
+        shuffled = others[rng.permutation(len(others))]
+        if self.runs_by_distortion:
+            types = sorted({str(self.entries[i].get("distortion", "")) for i in shuffled})
+            rank = {name: r for r, name in enumerate(rng.permutation(types))}
+            shuffled = np.array(sorted(shuffled, key=lambda i: rank[str(self.entries[i].get("distortion", ""))]))
+        return [np.concatenate([anchors, shuffled[start : start + size]]) for start in range(0, len(shuffled), size)]
 
     def _order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Epoch `epoch` -> (entry index, run index) of each position."""
@@ -345,17 +377,14 @@ class CorpusDataset(Dataset):
                 groups: dict[Any, list[int]] = {}  # in order of first appearance; no group: a group of one
                 for index, entry in enumerate(self.entries):
                     groups.setdefault(entry.get("group", ("entry", index)), []).append(index)
-                runs, size = [], self.group_size
-                for members in map(np.array, groups.values()):
-                    shuffled = members[rng.permutation(len(members))]
-                    runs += [shuffled[start : start + size] for start in range(0, len(members), size)]
+                runs = [run for members in groups.values() for run in self._group_runs(np.array(members), rng)]
                 runs = [runs[i] for i in rng.permutation(len(runs))]
                 run_index = np.concatenate([np.full(len(run), i) for i, run in enumerate(runs)])
                 self._orders[epoch] = np.concatenate(runs), run_index
         return self._orders[epoch]
 
     def __getitem__(self, k: int) -> dict[str, Any]:
-        epoch, position = divmod(int(k), len(self.entries))
+        epoch, position = self._locate(int(k))
         order, run_index = self._order(epoch)
         entry = self.entries[int(order[position])]
         rng = np.random.default_rng([self.seed, int(k), 2])
@@ -752,6 +781,8 @@ PRETRAIN_OPTIONS: dict[str, Any] = {
     "group_size": 1,
     "ranking_weight": 0.0,
     "rank_across_distortions": False,
+    "anchored_runs": False,
+    "runs_by_distortion": False,
 }
 
 
@@ -829,13 +860,16 @@ def pretrain(
     group_size: int = 1,
     ranking_weight: float = 0.0,
     rank_across_distortions: bool = False,
+    anchored_runs: bool = False,
+    runs_by_distortion: bool = False,
 ) -> dict[str, Any]:
     """Contrastively train both towers of `model` on `corpus` (entries `{"image_path", "prompt"}` under
     `image_root`) for `epochs` passes; `args.num_train_epochs` is ignored (the dataset holds the passes).
     `eval_tables` (`{name: (images, targets)}`) are scored zero-shot before, during and after training.
     `group_size > 1` puts entries of the same `group` together in batches (see [`CorpusDataset`]);
     `ranking_weight > 0` adds that times [`quality_ranking_loss`] over the entries with a `level` (runs then share
-    their crops; levels of different distortions are compared too with `rank_across_distortions`).
+    their crops; levels of different distortions are compared too with `rank_across_distortions`);
+    `anchored_runs` and `runs_by_distortion` choose what a run holds (see [`CorpusDataset`]).
 
     A [`CorpusStream`] (from [`read_corpus_stream`]) is streamed instead ([`StreamingCorpusDataset`], split across
     `args.world_size` processes): it has no length, so `args.max_steps` must be set and `epochs` does not apply; a
@@ -849,9 +883,10 @@ def pretrain(
     if isinstance(corpus, CorpusStream):
         if args.max_steps <= 0:
             raise ValueError("a streaming corpus has no length: set max_steps > 0 (config `pretraining:` section)")
-        if group_size != 1 or ranking_weight:
+        if group_size != 1 or ranking_weight or anchored_runs or runs_by_distortion:
             raise ValueError(
-                "group_size and ranking_weight apply to an in-memory corpus (read_corpus), not to a streaming one"
+                "group_size, ranking_weight, anchored_runs and runs_by_distortion apply to an in-memory corpus "
+                "(read_corpus), not to a streaming one"
             )
         if epochs != 1:
             raise ValueError(f"epochs={epochs} does not apply to a streaming corpus: it is read until max_steps")
@@ -869,8 +904,11 @@ def pretrain(
             dataset.resume_from(stream_position.positions, stream_position.batches, stream_position.workers)
             args.ignore_data_skip = True  # the dataset skips what was used (index lines only, no image decoded)
     else:
-        if ranking_weight and group_size < 2:
-            raise ValueError("ranking_weight compares distortions of one photo: it needs group_size >= 2")
+        if (ranking_weight or anchored_runs or runs_by_distortion) and group_size < 2:
+            raise ValueError(
+                "ranking_weight, anchored_runs and runs_by_distortion arrange distortions of one photo: they need "
+                "group_size >= 2"
+            )
         dataset = CorpusDataset(
             corpus,
             image_root,
@@ -879,6 +917,8 @@ def pretrain(
             seed=args.seed,
             group_size=group_size,
             shared_crops=ranking_weight > 0,
+            anchored_runs=anchored_runs,
+            runs_by_distortion=runs_by_distortion,
         )
         args.num_train_epochs = 1
     model.train()

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from training.build_default import EXAMPLE_VERSIONS, STAGES, load_config, main, resolve, stage_done
+from training.build_default import EXAMPLE_VERSIONS, STAGES, levels_per_type, load_config, main, resolve, stage_done
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "training" / "configs" / "uniqa_tiny_smoke.yaml"
@@ -106,6 +106,29 @@ def test_two_builds_give_byte_identical_data_and_weights(builds):
     assert digests(a / "examples") == digests(b / "examples")
     for weights in WEIGHTS:
         assert (a / weights).read_bytes() == (b / weights).read_bytes(), weights
+
+
+def test_corpus_has_the_configured_levels_per_type(builds):
+    """`levels_per_type` overrides `levels_per_distortion` (the smoke config: jpeg 2 levels, blur 1)."""
+    counts = levels_per_type(CONFIG)
+    assert counts == {"gaussian_blur": 1, "jpeg": 2}
+    table = [json.loads(line) for line in (builds["a"] / "work" / "corpus" / "table.jsonl").read_text().splitlines()]
+    synthetic = [row for row in table if row["image_path"].startswith("synthetic/")]
+    sources = {row["source"] for row in synthetic}
+    for source in sources:
+        for distortion, count in counts.items():
+            levels = [r["level"] for r in synthetic if r["source"] == source and r["distortion"] == distortion]
+            assert len(set(levels)) == len(levels) == count, (source, distortion, levels)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [({"motion_blur": 2}, "motion_blur not among"), ({"jpeg": 6}, "must be 1..5"), ({"jpeg": 0}, "must be 1..5")],
+)
+def test_levels_per_type_rejects_unknown_types_and_counts(override, message):
+    config = {**CONFIG, "data": {**CONFIG["data"], "levels_per_type": override}}
+    with pytest.raises(ValueError, match=message):
+        levels_per_type(config)
 
 
 def test_two_builds_measure_the_same_numbers(builds):

@@ -167,3 +167,70 @@ def test_pretrain_with_ranking(tmp_path, darkened):
     result = pretrain(model, entries, root, args, epochs=2, group_size=4, ranking_weight=1.0)
     losses = [entry["loss"] for entry in result["log_history"] if "loss" in entry]
     assert losses and all(math.isfinite(v) for v in losses)
+
+
+def curve_entries() -> list[dict]:
+    """Index-only entries (no images): 2 photos, each undistorted + 2 distortion types at levels 1-3, and one
+    ungrouped photo."""
+    entries = []
+    for photo in ("p0", "p1"):
+        entries.append(
+            {"image_path": f"{photo}.png", "prompt": ["x"], "group": photo, "distortion": "none", "level": 0}
+        )
+        for distortion in ("blur", "jpeg"):
+            for level in (1, 2, 3):
+                name = f"{photo}_{distortion}{level}.png"
+                entries.append(
+                    {"image_path": name, "prompt": ["x"], "group": photo, "distortion": distortion, "level": level}
+                )
+    return [*entries, {"image_path": "loose.png", "prompt": ["x"]}]
+
+
+def runs_of(dataset: CorpusDataset, epoch: int) -> list[list[dict]]:
+    order, run_index = dataset._order(epoch)
+    return [[dataset.entries[i] for i in order[run_index == r]] for r in np.unique(run_index)]
+
+
+def test_anchored_runs_hold_the_original_in_every_run(tiny_model):
+    entries = curve_entries()
+    dataset = CorpusDataset(
+        entries, ".", tiny_model.image_processor, epochs=2, seed=0, group_size=4, anchored_runs=True
+    )
+    for epoch in range(2):
+        runs = runs_of(dataset, epoch)
+        for run in runs:
+            groups = {entry.get("group") for entry in run}
+            assert len(groups) == 1 and len(run) <= 4
+            if groups != {None}:
+                assert [entry["level"] for entry in run].count(0) == 1
+        seen = [entry["image_path"] for run in runs for entry in run if entry.get("level") != 0]
+        assert sorted(seen) == sorted(e["image_path"] for e in entries if e.get("level") != 0)  # each once
+    # 2 photos x 6 distortions in runs of 1 + 3: 4 runs of 4, plus the loose photo -> 17 positions per epoch
+    assert len(dataset) == 2 * 17 and dataset._locate(17) == (1, 0) and dataset._locate(16) == (0, 16)
+    plain = CorpusDataset(entries, ".", tiny_model.image_processor, epochs=2, seed=0, group_size=4)
+    assert len(plain) == 2 * len(entries)
+
+
+def test_runs_by_distortion_keep_level_curves_together(tiny_model):
+    entries = curve_entries()
+
+    def mixed_runs(**layout) -> int:
+        dataset = CorpusDataset(entries, ".", tiny_model.image_processor, 3, 0, group_size=4, **layout)
+        runs = [run for epoch in range(3) for run in runs_of(dataset, epoch)]
+        return sum(len({e["distortion"] for e in run if e.get("level")}) > 1 for run in runs)
+
+    # anchor + 3 slots: each run holds the original and one type's whole curve (levels 1-3)
+    assert mixed_runs(anchored_runs=True, runs_by_distortion=True) == 0
+    assert mixed_runs(anchored_runs=True) > 0  # the check can fail: a random layout mixes types
+
+
+def test_run_layouts_need_groups_and_memory(tmp_path, darkened):
+    entries, root = darkened
+    model = build_tiny_model(tmp_path / "tok")
+    args = pretraining_arguments(tmp_path / "run", per_device_train_batch_size=4, use_cpu=True, save_strategy="no")
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        pretrain(model, entries, root, args, anchored_runs=True)
+    dataset = CorpusDataset(entries, root, model.image_processor, 2, 0, group_size=3, anchored_runs=True)
+    items = [dataset[k] for k in range(len(dataset))]
+    assert len(items) == 2 * 2 * (3 + 2)  # 2 epochs x 2 photos x runs [original + 2 levels], [original + 1]
+    assert [item["level"] for item in items].count(0) == 8

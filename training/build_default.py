@@ -140,6 +140,7 @@ def stage_corpus(config: dict[str, Any], work: Path) -> Path:
     train, _ = livec_split(config)
     mos_by_name = {Path(p).stem: m / 100.0 for p, m in train}
     distortions = distortion_types(config)
+    counts = levels_per_type(config)
     rows = []
     sources = sorted((work / "photos" / "train").glob("*.png"))
     for k, path in enumerate(tqdm(sources, desc="synthetic corpus")):
@@ -157,7 +158,7 @@ def stage_corpus(config: dict[str, Any], work: Path) -> Path:
             }
         )
         for distortion in distortions:
-            chosen = rng.choice(LEVELS, size=config["data"]["levels_per_distortion"], replace=False)
+            chosen = rng.choice(LEVELS, size=counts[distortion], replace=False)
             for level in sorted(int(v) for v in chosen):
                 name = f"synthetic/{path.stem}_{distortion}_{level}.png"
                 distort(pristine, distortion, level, seed=config["seed"] + 1009 * k).save(images / name)
@@ -199,6 +200,25 @@ def distortion_types(config: dict[str, Any]) -> tuple[str, ...]:
     if unknown or not chosen:
         raise ValueError(f"data.distortions: {unknown or 'empty'}; choose from {', '.join(DISTORTIONS)}")
     return chosen
+
+
+def levels_per_type(config: dict[str, Any]) -> dict[str, int]:
+    """How many distinct random levels (1..5) each distortion type gets per source photo: `data.levels_per_type`
+    overrides `data.levels_per_distortion` for the types it names."""
+    from datasets_scripts.synthetic import LEVELS
+
+    data = config["data"]
+    distortions = distortion_types(config)
+    counts = {name: data["levels_per_distortion"] for name in distortions}
+    overrides = dict(data.get("levels_per_type") or {})
+    unknown = [name for name in overrides if name not in distortions]
+    if unknown:
+        raise ValueError(f"data.levels_per_type: {', '.join(unknown)} not among this build's distortion types")
+    counts.update(overrides)
+    wrong = {name: n for name, n in counts.items() if not 1 <= n <= len(LEVELS)}
+    if wrong:
+        raise ValueError(f"levels per distortion type must be 1..{len(LEVELS)}, got {wrong}")
+    return counts
 
 
 def heldout_rows(config: dict[str, Any], work: Path) -> list[dict[str, Any]]:

@@ -92,7 +92,13 @@ def write_model_card(output: Path, config: dict[str, Any], work: Path) -> Path:
     livec_dir = resolve(config["data"]["livec_dir"])
     train_loss = pretrain["train"].get("train_loss", float("nan"))
     group_size = config["pretraining"].get("group_size", 1)
-    grouping = f" in runs of {group_size} distortions of one photo (content-matched)" if group_size > 1 else ""
+    grouping = f" in runs of {group_size} distortions of one photo (content-matched" if group_size > 1 else ""
+    if group_size > 1:
+        if config["pretraining"].get("anchored_runs"):
+            grouping += "; every run holds the undistorted original"
+        if config["pretraining"].get("runs_by_distortion"):
+            grouping += "; whole level curves of one or two types per run"
+        grouping += ")"
     ranking_weight = config["pretraining"].get("ranking_weight", 0.0)
     ranking = (
         f", plus {ranking_weight} × a pairwise ranking loss on the zero-shot quality of each run's distortions (the "
@@ -103,6 +109,8 @@ def write_model_card(output: Path, config: dict[str, Any], work: Path) -> Path:
         else ""
     )
     batches = grouping + ranking
+    overrides = config["data"].get("levels_per_type") or {}
+    level_overrides = f" ({', '.join(f'{name}: {n}' for name, n in overrides.items())})" if overrides else ""
     card = f"""---
 license: other
 license_name: mit-code-live-database-notice
@@ -195,9 +203,10 @@ scikit-image photos, one centre crop, all points pooled, target = −level; live
   {config["data"]["source_min_mos"]}, scikit-image's {", ".join(config["data"]["skimage_train"])} and
   {len(manifest["debian_photos"])} photographs of Debian's `mate-backgrounds` — resized to short side
   {config["data"]["short_side"]}, each kept undistorted and distorted by every type at
-  {config["data"]["levels_per_distortion"]} random levels; plus the {len(manifest["livec_train"])} livec training
-  photos as they are. Captions: the template captioner (`modeling_uniqa.captioning.TemplateCaptioner`), conditioned
-  on the MOS level and the distortion type/level. No MLLM was available here.
+  {config["data"]["levels_per_distortion"]} random levels{level_overrides}; plus the {len(manifest["livec_train"])}
+  livec training photos as they are. Captions: the template captioner
+  (`modeling_uniqa.captioning.TemplateCaptioner`), conditioned on the MOS level and the distortion type/level. No MLLM
+  was available here.
 - **Adapter `{adapter_name}`** (`modeling_uniqa.finetuning.finetune_adapter`): livec_jpg, split by
   `split_table(sorted image names, test_fraction={config["data"]["livec_validation_fraction"]},
   seed={config["data"]["livec_split_seed"]})` → {len(manifest["livec_train"])} training /

@@ -2,8 +2,9 @@
 
     python training/results/uniqa-tiny-variants/check_examples.py NAME=MODEL_DIR ... > checks.json
 
-Per folder: does each held-out example photo outrank its blurred / noisy / JPEG versions (`examples/`), and the
-mean over distortion types of Spearman(level, score) on the test's 3 scikit-image photos at 224 px.
+Per folder: does each held-out example photo outrank its blurred / noisy / JPEG versions (`examples/`), by how much
+(`margins`: original's score minus the version's; entries before 2026-11-26's JPEG work lack them), and
+Spearman(level, score) on the test's 3 scikit-image photos at 224 px: mean over distortion types, and JPEG's.
 """
 
 import json
@@ -24,17 +25,24 @@ HELDOUT = ("astronaut", "chelsea", "coffee")
 
 def check(folder: str) -> dict:
     model = UniQAModel.from_pretrained(folder).eval()
-    ranked = {}
+    ranked, margins = {}, {}
     for name in HELDOUT:
         scores = model.score([ROOT / "examples" / f"{name}{s}.png" for s in ("", "_blur", "_noise", "_jpeg")])
         ranked[name] = bool(scores[0] > scores[1:].max())
+        margins[name] = {v: float(scores[0] - scores[k]) for k, v in enumerate(("blur", "noise", "jpeg"), 1)}
     photos = []
     for name in HELDOUT:
         image = Image.fromarray(getattr(skimage.data, name)())
         scale = 224 / min(image.size)
         photos.append(image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC))
     rows = list(iter_synthetic(photos, reference_ids=list(HELDOUT), seed=5, include_reference=True))
-    return {"examples_ranked": ranked, "test_photos_level_mean": level_srcc(model, rows)["mean"]}
+    curves = level_srcc(model, rows)
+    return {
+        "examples_ranked": ranked,
+        "margins": margins,
+        "test_photos_level_mean": curves["mean"],
+        "test_photos_jpeg": curves["per_type"]["jpeg"],
+    }
 
 
 if __name__ == "__main__":
