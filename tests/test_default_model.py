@@ -56,22 +56,7 @@ def test_aesthetics_is_declared_unavailable(tiny):
         tiny.score(EXAMPLES / "astronaut.png", task="aesthetics")
 
 
-@pytest.mark.parametrize(
-    "version",
-    [
-        "blur",
-        "noise",
-        pytest.param(
-            "jpeg",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the bundled uniqa-tiny does not recognise JPEG blocking (Spearman(level, score) +0.01 on the "
-                "build's held-out photos): it scores astronaut's quality-4 JPEG version slightly above the original "
-                "(docs/default-model.md); strict, so a build that fixes it fails this marker",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("version", ["blur", "noise", "jpeg"])
 def test_sharp_example_outranks_its_degraded_version(tiny, version):
     for name in HELDOUT:
         scores = tiny.score([EXAMPLES / f"{name}.png", EXAMPLES / f"{name}_{version}.png"])
