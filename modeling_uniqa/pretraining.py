@@ -337,33 +337,28 @@ class CorpusDataset(Dataset):
         self.anchored_runs = anchored_runs
         self.runs_by_distortion = runs_by_distortion
         self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        lengths = [len(self._order(epoch)[0]) for epoch in range(self.epochs)] if anchored_runs else None
-        self._epoch_starts = np.cumsum([0] + lengths) if lengths else None
+        # every epoch has the same length: how many runs a group makes does not depend on the shuffle
+        self._epoch_length = len(self._order(0)[0]) if anchored_runs else len(self.entries)
 
     def __len__(self) -> int:
-        if self._epoch_starts is not None:
-            return int(self._epoch_starts[-1])
-        return self.epochs * len(self.entries)
+        return self.epochs * self._epoch_length
 
     def _locate(self, k: int) -> tuple[int, int]:
         """Item `k` -> (epoch, position in that epoch's order)."""
-        if self._epoch_starts is None:
-            return divmod(k, len(self.entries))
-        epoch = int(np.searchsorted(self._epoch_starts, k, side="right")) - 1
-        return epoch, k - int(self._epoch_starts[epoch])
+        return divmod(k, self._epoch_length)
 
     def _group_runs(self, members: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """One group's entry indices -> its runs of at most `group_size` (see the class docstring)."""
-        anchors = members[[self.entries[i].get("level") == 0 for i in members]] if self.anchored_runs else members[:0]
-        others = np.setdiff1d(members, anchors, assume_unique=True) if len(anchors) else members
+        is_anchor = np.array([self.anchored_runs and self.entries[i].get("level") == 0 for i in members])
+        anchors, others = members[is_anchor], members[~is_anchor]
         size = self.group_size - len(anchors)
         if size < 1 or not len(others):
             anchors, others, size = members[:0], members, self.group_size
         shuffled = others[rng.permutation(len(others))]
         if self.runs_by_distortion:
-            types = sorted({str(self.entries[i].get("distortion", "")) for i in shuffled})
-            rank = {name: r for r, name in enumerate(rng.permutation(types))}
-            shuffled = np.array(sorted(shuffled, key=lambda i: rank[str(self.entries[i].get("distortion", ""))]))
+            kinds = [str(self.entries[i].get("distortion", "")) for i in shuffled]
+            rank = {name: r for r, name in enumerate(rng.permutation(sorted(set(kinds))))}
+            shuffled = shuffled[np.argsort([rank[kind] for kind in kinds], kind="stable")]
         return [np.concatenate([anchors, shuffled[start : start + size]]) for start in range(0, len(shuffled), size)]
 
     def _order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:

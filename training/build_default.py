@@ -139,8 +139,7 @@ def stage_corpus(config: dict[str, Any], work: Path) -> Path:
     rng = np.random.default_rng([config["seed"], 11])
     train, _ = livec_split(config)
     mos_by_name = {Path(p).stem: m / 100.0 for p, m in train}
-    distortions = distortion_types(config)
-    counts = levels_per_type(config)
+    counts = levels_per_type(config)  # {distortion type: levels per source}, in the build's type order
     rows = []
     sources = sorted((work / "photos" / "train").glob("*.png"))
     for k, path in enumerate(tqdm(sources, desc="synthetic corpus")):
@@ -157,8 +156,8 @@ def stage_corpus(config: dict[str, Any], work: Path) -> Path:
                 "source": path.stem,
             }
         )
-        for distortion in distortions:
-            chosen = rng.choice(LEVELS, size=counts[distortion], replace=False)
+        for distortion, count in counts.items():
+            chosen = rng.choice(LEVELS, size=count, replace=False)
             for level in sorted(int(v) for v in chosen):
                 name = f"synthetic/{path.stem}_{distortion}_{level}.png"
                 distort(pristine, distortion, level, seed=config["seed"] + 1009 * k).save(images / name)

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any
 
 LIVE_NOTICE = Path("ChallengeDB_release") / "README.txt"
+RUN_LAYOUT_NOTES = {  # `pretraining:` switches -> how the card describes a run
+    "anchored_runs": "every run holds the undistorted original",
+    "runs_by_distortion": "whole level curves of one or two types per run",
+}
 
 
 def status_note(livec_srcc: float, per_type: dict[str, float]) -> str:
@@ -92,13 +96,8 @@ def write_model_card(output: Path, config: dict[str, Any], work: Path) -> Path:
     livec_dir = resolve(config["data"]["livec_dir"])
     train_loss = pretrain["train"].get("train_loss", float("nan"))
     group_size = config["pretraining"].get("group_size", 1)
-    grouping = f" in runs of {group_size} distortions of one photo (content-matched" if group_size > 1 else ""
-    if group_size > 1:
-        if config["pretraining"].get("anchored_runs"):
-            grouping += "; every run holds the undistorted original"
-        if config["pretraining"].get("runs_by_distortion"):
-            grouping += "; whole level curves of one or two types per run"
-        grouping += ")"
+    run_notes = ["content-matched"] + [note for key, note in RUN_LAYOUT_NOTES.items() if config["pretraining"].get(key)]
+    grouping = f" in runs of {group_size} distortions of one photo ({'; '.join(run_notes)})" if group_size > 1 else ""
     ranking_weight = config["pretraining"].get("ranking_weight", 0.0)
     ranking = (
         f", plus {ranking_weight} × a pairwise ranking loss on the zero-shot quality of each run's distortions (the "

@@ -13,7 +13,7 @@ entry per line, lines of one image not merged) and needs `max_steps` in `pretrai
 photo of synthetic distortions) together: content-matched negatives. `ranking_weight: W` (with `group_size` >= 2)
 adds W times a ranking of each run's distortions by their zero-shot quality, for entries with a `level` (0: the
 undistorted photo) and a `distortion` (`rank_across_distortions: true`: levels of different distortions compared
-too).
+too); `anchored_runs` / `runs_by_distortion` choose what a run holds (docs/pretraining.md).
 """
 
 from __future__ import annotations
