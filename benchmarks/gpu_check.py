@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from run import photo_paths, srcc, tower_rate  # noqa: E402
 
 from modeling_uniqa import UniQAConfig, UniQAModel  # noqa: E402
-from modeling_uniqa.conversion import write_tokenizer  # noqa: E402
+from modeling_uniqa.tools.conversion import write_tokenizer  # noqa: E402
 
 
 def gpu_name() -> str:

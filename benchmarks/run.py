@@ -7,7 +7,7 @@ Measures, as medians over `--runs` runs, with every ratio taken within one run:
   bare vision tower's forward throughput, at fp32 and bf16, batch sizes 1/8/32;
 - bf16 against fp32 scores (SRCC, max |delta|) on `--accuracy-images` images;
 - peak RSS of `uniqa score FOLDER` on 500 and 2,000 images (in a child process each);
-- adapter-training throughput with and without feature caching (`modeling_uniqa.finetuning`).
+- adapter-training throughput with and without feature caching (`modeling_uniqa.training.finetuning`).
 Writes `benchmarks/results/<machine>.json` and `benchmarks/results/<machine>.md`.
 """
 
@@ -35,7 +35,7 @@ from PIL import Image  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from modeling_uniqa import UniQAConfig, UniQAModel  # noqa: E402
-from modeling_uniqa.conversion import write_tokenizer  # noqa: E402
+from modeling_uniqa.tools.conversion import write_tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -220,7 +220,7 @@ def accuracy(model: UniQAModel, paths: list[str], batch: int = 16) -> dict:
 
 def rss_child(folder: str, model_dir: str, dtype: str, output: str) -> None:
     """In a fresh process: `uniqa score FOLDER`, then print the peak RSS (MiB) as JSON."""
-    from modeling_uniqa.cli import main
+    from modeling_uniqa.tools.cli import main
 
     start = time.perf_counter()
     status = main(["score", folder, "--model", model_dir, "--dtype", dtype, "--crop-mode", "center"] + [
@@ -254,7 +254,7 @@ def training_rate(model: UniQAModel, paths: list[str], runs: int, batch: int = 8
     try:
         from modeling_uniqa import finetuning
     except ImportError as error:
-        return {"skipped": f"modeling_uniqa.finetuning is not available ({error})"}
+        return {"skipped": f"modeling_uniqa.training.finetuning is not available ({error})"}
     name = "bench"
     if name not in model.config.adapters:
         model.add_adapter(name)

@@ -4,6 +4,8 @@ Importing this package registers UniQA with transformers' Auto classes and pipel
 without `trust_remote_code`.
 """
 
+from pathlib import Path
+
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -20,7 +22,18 @@ PIPELINE_REGISTRY.register_pipeline(
     "image-quality-assessment", pipeline_class=ImageQualityAssessmentPipeline, pt_model=AutoModel, type="image"
 )
 
+_PACKAGE = Path(__file__).resolve().parent
+# The default model: inside an installed wheel (modeling_uniqa/bundled/, the repo's models/ folder) or in a checkout.
+BUNDLED_MODEL_CANDIDATES = (_PACKAGE / "bundled" / "uniqa-tiny", _PACKAGE.parent / "models" / "uniqa-tiny")
+
+
+def bundled_model_path() -> Path | None:
+    """The folder of the bundled default model `uniqa-tiny`, or `None` where it is absent."""
+    return next((path for path in BUNDLED_MODEL_CANDIDATES if (path / "config.json").is_file()), None)
+
+
 __all__ = [
+    "bundled_model_path",
     "ImageQualityAssessmentPipeline",
     "LevelPromptHead",
     "MultiCueAdapter",

@@ -27,9 +27,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from modeling_uniqa import UniQAModel, load_image
-from modeling_uniqa.batch_scoring import IMAGE_SUFFIXES, RowWriter, chunks
-from modeling_uniqa.cli import default_model
 from modeling_uniqa.configuration_uniqa import LEVEL_NAMES
+from modeling_uniqa.tools.batch_scoring import IMAGE_SUFFIXES, RowWriter, chunks
+from modeling_uniqa.tools.cli import default_model
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 MAX_FILE_MB = 20  # per uploaded file (also enforced by the server: launch(max_file_size=...))

@@ -56,7 +56,7 @@ def adapter_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, tiny_checkpoint, adapter_checkpoint) -> Path:
     """The tiny reference checkpoint + its adapter (named `tiny`), converted into a model folder."""
-    from modeling_uniqa.conversion import convert_checkpoint
+    from modeling_uniqa.tools.conversion import convert_checkpoint
 
     out = tmp_path_factory.mktemp("models") / "uniqa-tiny-reference"
     convert_checkpoint(tiny_checkpoint, out, adapter=adapter_checkpoint, adapter_name="tiny", adapter_dataset="toy")

@@ -11,7 +11,7 @@ import torch
 from transformers import Trainer
 
 from modeling_uniqa import UniQAModel
-from modeling_uniqa.finetuning import FinetuneArguments, add_lora, collate_pixels, training_arguments
+from modeling_uniqa.training.finetuning import FinetuneArguments, add_lora, collate_pixels, training_arguments
 
 TOL = 1e-5
 

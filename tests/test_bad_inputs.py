@@ -18,8 +18,8 @@ from bad_inputs import Case, write_corpus
 from PIL import Image
 
 from modeling_uniqa import UniQAModel, load_image
-from modeling_uniqa.batch_scoring import escape_text
-from modeling_uniqa.cli import main
+from modeling_uniqa.tools.batch_scoring import escape_text
+from modeling_uniqa.tools.cli import main
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 

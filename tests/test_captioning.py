@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_uniqa.captioning import (
+from modeling_uniqa.training.captioning import (
     CaptionRequest,
     MLLMCaptioner,
     TemplateCaptioner,
@@ -97,7 +97,7 @@ def _tiny_llava(tmp_path):
         LlavaProcessor,
     )
 
-    from modeling_uniqa.conversion import write_tokenizer
+    from modeling_uniqa.tools.conversion import write_tokenizer
 
     tokenizer = write_tokenizer(tmp_path / "tok")
     tokenizer.add_tokens(["<image>"], special_tokens=True)

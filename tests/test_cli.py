@@ -12,8 +12,8 @@ import pytest
 from transformers import pipeline
 
 from modeling_uniqa import ImageQualityAssessmentPipeline
-from modeling_uniqa.batch_scoring import expand_inputs
-from modeling_uniqa.cli import main
+from modeling_uniqa.tools.batch_scoring import expand_inputs
+from modeling_uniqa.tools.cli import main
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_console_script_streams_progress_to_stderr(image_dir, model_dir):
         [
             sys.executable,
             "-m",
-            "modeling_uniqa.cli",
+            "modeling_uniqa.tools.cli",
             "score",
             str(image_dir / "astronaut.png"),
             "--model",

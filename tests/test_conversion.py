@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from modeling_uniqa import UniQAModel
-from modeling_uniqa.conversion import (
+from modeling_uniqa.tools.conversion import (
     MERGES_FILE,
     VOCAB_FILE,
     CheckpointError,

@@ -77,9 +77,12 @@ def test_builder_reads_its_fake_layout(name: str, tmp_path: Path) -> None:
             assert split_of[key] == split, key
         assert {split_of[k] for k in fake.mos if k not in fake.official} <= {"train", "validation"}
     else:
-        groups = df["reference_id"] if spec.full_reference else df["image_id"]
+        if fake.group:  # e.g. ECIQAD: grouped by source frame
+            groups = df["image_id"].map(fake.group)
+        else:
+            groups = df["reference_id"] if spec.full_reference else df["image_id"]
         per_group = df.assign(g=groups).groupby("g")["split"].nunique()
-        assert (per_group == 1).all(), "a reference image straddles two splits"
+        assert (per_group == 1).all(), "a group (reference image, source frame) straddles two splits"
         n = groups.nunique()
         counts = df.assign(g=groups).drop_duplicates("g")["split"].value_counts()
         assert counts.get("test", 0) == max(1, round(0.2 * n))

@@ -69,7 +69,7 @@ def test_score_falls_with_distortion_level_on_held_out_photos(tiny):
     from PIL import Image
 
     from datasets_scripts.synthetic import iter_synthetic
-    from modeling_uniqa.pretraining import level_srcc
+    from modeling_uniqa.training.pretraining import level_srcc
 
     photos = []
     for name in HELDOUT:
@@ -111,7 +111,7 @@ def test_auto_model_with_remote_code_matches(tiny, tmp_path):
 
 def test_cli_uses_the_bundled_model_without_flags():
     done = subprocess.run(
-        [sys.executable, "-m", "modeling_uniqa.cli", "score", str(EXAMPLES / "chelsea.png"), "--format", "jsonl"],
+        [sys.executable, "-m", "modeling_uniqa.tools.cli", "score", str(EXAMPLES / "chelsea.png"), "--format", "jsonl"],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -12,7 +12,7 @@ from bad_inputs import pattern
 from PIL import Image
 
 from modeling_uniqa import UniQAModel
-from modeling_uniqa.cli import main
+from modeling_uniqa.tools.cli import main
 
 FP32_TOLERANCE = 1e-6
 BF16_TOLERANCE = 0.05  # max |bf16 - fp32| score difference; measured 0.029 on the tiny model (docs/reliability.md)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_uniqa.cli import main
+from modeling_uniqa.tools.cli import main
 
 onnxruntime = pytest.importorskip("onnxruntime")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
@@ -20,7 +20,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
 @pytest.fixture(scope="module")
 def adapter_export(model_dir, tmp_path_factory) -> Path:
-    from modeling_uniqa.export import export_onnx
+    from modeling_uniqa.tools.export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     sidecar = export_onnx(model_dir, out, adapter="tiny")

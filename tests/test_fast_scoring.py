@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_uniqa.cli import main
 from modeling_uniqa.image_processing_uniqa import UniQAImageProcessor, map_in_threads
+from modeling_uniqa.tools.cli import main
 
 
 @pytest.fixture(scope="module")

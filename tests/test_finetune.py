@@ -11,7 +11,7 @@ from PIL import Image, ImageFilter
 from transformers import Trainer, TrainerCallback
 
 from modeling_uniqa import UniQAModel
-from modeling_uniqa.finetuning import (
+from modeling_uniqa.training.finetuning import (
     CachedFeatureDataset,
     CachedFeatureScorer,
     FeatureCache,
@@ -27,7 +27,7 @@ from modeling_uniqa.finetuning import (
     split_table,
     training_arguments,
 )
-from modeling_uniqa.metrics import iqa_metrics
+from modeling_uniqa.training.metrics import iqa_metrics
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_mos_normalisation_flips_lower_is_better_scales():
 
 
 def test_finetune_script_from_json_config(tmp_path, model_dir, blur_table):
-    from training import finetune
+    from modeling_uniqa.training import finetune
 
     (tmp_path / "t.csv").write_text("image,mos\n" + "".join(f"{p},{m}\n" for p, m in blur_table[:12]))
     config = {

@@ -20,7 +20,7 @@ RSS_GROWTH_LIMIT_MB = 25  # peak RSS of 2,000 files minus that of 200 files (mea
 # Runs the real CLI and reports its own peak resident memory (KiB on Linux) on stdout.
 RSS_DRIVER = """
 import resource, sys
-from modeling_uniqa.cli import main
+from modeling_uniqa.tools.cli import main
 code = main(sys.argv[1:])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(code)

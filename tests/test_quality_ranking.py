@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from tiny_clip import build_tiny_model
 
-from modeling_uniqa.pretraining import (
+from modeling_uniqa.training.pretraining import (
     RANKING_PROMPTS,
     ContrastiveCollator,
     ContrastiveModel,

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_uniqa.batch_scoring import RowWriter, read_rows
-from modeling_uniqa.cli import main
+from modeling_uniqa.tools.batch_scoring import RowWriter, read_rows
+from modeling_uniqa.tools.cli import main
 
 BATCH = 4
 STOP_AFTER = 6  # rows: mid-way through the second chunk of BATCH images
@@ -27,7 +27,7 @@ STOP_AFTER = 6  # rows: mid-way through the second chunk of BATCH images
 # Runs the real CLI; after the STOP_AFTER-th row it stops itself, so the test can SIGKILL it at a known point.
 DRIVER = """
 import os, signal, sys
-from modeling_uniqa import batch_scoring, cli
+from modeling_uniqa.tools import batch_scoring, cli
 write, count = batch_scoring.RowWriter.write, [0]
 def stopping_write(self, row):
     write(self, row)

@@ -1,4 +1,4 @@
-"""Scale-out: `accelerate launch ... -m modeling_uniqa.cli score` with 2 CPU processes gives one process's rows."""
+"""Scale-out: `accelerate launch ... -m modeling_uniqa.tools.cli score` with 2 CPU processes = one process."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling_uniqa.cli import main
+from modeling_uniqa.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0"]
     return subprocess.run(
-        [*command, "-m", "modeling_uniqa.cli", "score", *args], cwd=cwd, env=env, capture_output=True, text=True
+        [*command, "-m", "modeling_uniqa.tools.cli", "score", *args], cwd=cwd, env=env, capture_output=True, text=True
     )
 
 

@@ -146,10 +146,10 @@ def test_custom_prompt_pairs(app, space, model, reference_images):
 
 
 def test_main_without_a_model_explains(app, monkeypatch, tmp_path):
-    import modeling_uniqa.cli
+    import modeling_uniqa
 
     monkeypatch.delenv("UNIQA_MODEL", raising=False)
-    monkeypatch.setattr(modeling_uniqa.cli, "BUNDLED_MODEL", tmp_path / "missing")
+    monkeypatch.setattr(modeling_uniqa, "BUNDLED_MODEL_CANDIDATES", (tmp_path / "missing",))
     with pytest.raises(SystemExit, match="no bundled model was found"):
         app.main([])
     with pytest.raises(SystemExit, match="cannot load a UniQA model from"):

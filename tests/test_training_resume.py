@@ -17,7 +17,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from modeling_uniqa import UniQAModel
-from modeling_uniqa.finetuning import (
+from modeling_uniqa.training.finetuning import (
     CachedFeatureDataset,
     CachedFeatureScorer,
     FinetuneArguments,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from modeling_uniqa.modeling_uniqa import UniQAModel
-from modeling_uniqa.pretraining import build_model
+from modeling_uniqa.training.pretraining import build_model
 
 TINY_TEXT = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
 TINY_VISION = {

@@ -8,9 +8,9 @@ Stages (each writes under `work_dir` and is skipped when its output exists; `--f
 2. corpus    synthetic distortions of the sources (`datasets_scripts.synthetic`) + the livec training photos
              themselves with their real MOS -> a caption table.
 3. captions  the template captioner -> `corpus/captions.jsonl` (corpus format).
-4. pretrain  a CLIP from the config (random init), contrastive pre-training (`modeling_uniqa.pretraining`).
+4. pretrain  a CLIP from the config (random init), contrastive pre-training (`modeling_uniqa.training.pretraining`).
 5. adapter   the multi-cue adapter `livec` on the livec training split, selected on the validation split
-             (`modeling_uniqa.finetuning.finetune_adapter`).
+             (`modeling_uniqa.training.finetuning.finetune_adapter`).
 6. evaluate  livec validation SRCC/PLCC, SRCC of score vs. distortion level per type on held-out photos, CPU speed.
 7. examples  `examples_dir` (`examples/`): held-out scikit-image photos and blurred / noisy / JPEG versions.
 8. export    the model folder (`output`) with its model card, from the measured numbers.
@@ -55,7 +55,7 @@ def livec_split(config: dict[str, Any]) -> tuple[list[tuple[str, float]], list[t
 
     Optional `data.max_livec_train` / `data.max_livec_validation` keep only the first N of each (miniature builds).
     """
-    from modeling_uniqa.finetuning import read_mos_table, split_table
+    from modeling_uniqa.training.finetuning import read_mos_table, split_table
 
     data = config["data"]
     livec = resolve(data["livec_dir"])
@@ -181,7 +181,7 @@ def stage_corpus(config: dict[str, Any], work: Path) -> Path:
 
 
 def stage_captions(config: dict[str, Any], work: Path) -> Path:
-    from modeling_uniqa.captioning import CaptionRequest, TemplateCaptioner, caption_to_jsonl
+    from modeling_uniqa.training.captioning import CaptionRequest, TemplateCaptioner, caption_to_jsonl
 
     rows = [json.loads(line) for line in (work / "corpus" / "table.jsonl").read_text().splitlines()]
     output = work / "corpus" / "captions.jsonl"
@@ -229,7 +229,7 @@ def heldout_rows(config: dict[str, Any], work: Path) -> list[dict[str, Any]]:
 
 
 def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
-    from modeling_uniqa.pretraining import (
+    from modeling_uniqa.training.pretraining import (
         build_model,
         pretrain,
         pretraining_arguments,
@@ -284,7 +284,7 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
 
 def stage_adapter(config: dict[str, Any], work: Path) -> Path:
     from modeling_uniqa import UniQAModel
-    from modeling_uniqa.finetuning import FinetuneArguments, finetune_adapter
+    from modeling_uniqa.training.finetuning import FinetuneArguments, finetune_adapter
 
     settings = dict(config["adapter"])
     name = settings.pop("name")
@@ -310,8 +310,8 @@ def stage_adapter(config: dict[str, Any], work: Path) -> Path:
 
 def stage_evaluate(config: dict[str, Any], work: Path) -> dict[str, Any]:
     from modeling_uniqa import UniQAModel
-    from modeling_uniqa.metrics import iqa_metrics
-    from modeling_uniqa.pretraining import level_srcc
+    from modeling_uniqa.training.metrics import iqa_metrics
+    from modeling_uniqa.training.pretraining import level_srcc
 
     model = UniQAModel.from_pretrained(work / "adapter" / "model").eval()
     adapter = config["adapter"]["name"]

@@ -193,7 +193,8 @@ scikit-image photos, one centre crop, all points pooled, target = −level; live
 {metrics["cpu_speed"]["threads"]} thread(s), default scoring, on the build machine (2 shared cores, busy).
 
 ## Training
-- **Pre-training** (`modeling_uniqa.pretraining`): symmetric InfoNCE, both towers, {pretrain["corpus_entries"]} images,
+- **Pre-training** (`modeling_uniqa.training.pretraining`): symmetric InfoNCE, both towers,
+  {pretrain["corpus_entries"]} images,
   {config["pretraining"]["epochs"]} epochs, batch {config["pretraining"]["per_device_train_batch_size"]}{batches},
   AdamW lr {config["pretraining"]["learning_rate"]} (the authors' 5e-6 is for fine-tuning a trained CLIP; from a
   random init this model needs ~100×), betas (0.9, 0.98), eps 1e-6, weight decay 0.2, cosine schedule, bf16 autocast.
@@ -204,9 +205,10 @@ scikit-image photos, one centre crop, all points pooled, target = −level; live
   {config["data"]["short_side"]}, each kept undistorted and distorted by every type at
   {config["data"]["levels_per_distortion"]} random levels{level_overrides}; plus the {len(manifest["livec_train"])}
   livec training photos as they are. Captions: the template captioner
-  (`modeling_uniqa.captioning.TemplateCaptioner`), conditioned on the MOS level and the distortion type/level. No MLLM
+  (`modeling_uniqa.training.captioning.TemplateCaptioner`), conditioned on the MOS level and the distortion
+  type/level. No MLLM
   was available here.
-- **Adapter `{adapter_name}`** (`modeling_uniqa.finetuning.finetune_adapter`): livec_jpg, split by
+- **Adapter `{adapter_name}`** (`modeling_uniqa.training.finetuning.finetune_adapter`): livec_jpg, split by
   `split_table(sorted image names, test_fraction={config["data"]["livec_validation_fraction"]},
   seed={config["data"]["livec_split_seed"]})` → {len(manifest["livec_train"])} training /
   {len(manifest["livec_validation"])} validation images; {config["adapter"]["epochs"]} epochs,

@@ -17,7 +17,7 @@ from PIL import Image
 
 from datasets_scripts.synthetic import iter_synthetic
 from modeling_uniqa import UniQAModel
-from modeling_uniqa.pretraining import level_srcc
+from modeling_uniqa.training.pretraining import level_srcc
 
 ROOT = Path(__file__).resolve().parents[3]
 HELDOUT = ("astronaut", "chelsea", "coffee")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .modeling_uniqa import PromptSetLike, UniQAModel
+from ..modeling_uniqa import PromptSetLike, UniQAModel
 
 EXPORT_TOLERANCE = 1e-4
 

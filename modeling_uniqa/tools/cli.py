@@ -24,23 +24,25 @@ from .batch_scoring import (
     split_done,
 )
 
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "uniqa-tiny"
-
 
 def default_model() -> str:
-    """`$UNIQA_MODEL`, else the bundled model folder of a source checkout."""
+    """`$UNIQA_MODEL`, else the bundled default model (shipped in the wheel, or a checkout's `models/uniqa-tiny`)."""
+    from .. import BUNDLED_MODEL_CANDIDATES, bundled_model_path
+
     if os.environ.get("UNIQA_MODEL"):
         return os.environ["UNIQA_MODEL"]
-    if (BUNDLED_MODEL / "config.json").is_file():
-        return str(BUNDLED_MODEL)
+    bundled = bundled_model_path()
+    if bundled is not None:
+        return str(bundled)
     raise SystemExit(
-        "uniqa: no --model given, $UNIQA_MODEL is unset and no bundled model was found at "
-        f"{BUNDLED_MODEL}. Convert a checkpoint first: `uniqa convert UniQA_weight.pt --out MODEL_DIR`."
+        "uniqa: no --model given, $UNIQA_MODEL is unset and no bundled model was found (looked in "
+        f"{', '.join(map(str, BUNDLED_MODEL_CANDIDATES))}). Convert a checkpoint first: "
+        "`uniqa convert UniQA_weight.pt --out MODEL_DIR`."
     )
 
 
 def score_command(args: argparse.Namespace) -> int:
-    from .modeling_uniqa import UniQAModel
+    from ..modeling_uniqa import UniQAModel
 
     if distributed_world()[1] > 1 and not getattr(args, "shard", False):
         return sharded_score_command(args)
@@ -113,7 +115,7 @@ def sharded_score_command(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from .modeling_uniqa import UniQAModel
+    from ..modeling_uniqa import UniQAModel
 
     rank, world = distributed_world()
     if args.output is None:
@@ -182,7 +184,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def info_command(args: argparse.Namespace) -> int:
-    from .configuration_uniqa import UniQAConfig
+    from ..configuration_uniqa import UniQAConfig
 
     config = UniQAConfig.from_pretrained(args.model or default_model())
     vision, text = config.vision_config, config.text_config
@@ -234,9 +236,9 @@ def convert_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    from ..modeling_uniqa import UniQAModel
+    from ..training.finetuning import benchmark_table, read_mos_table
     from .evaluation import evaluate_table, write_report
-    from .finetuning import benchmark_table, read_mos_table
-    from .modeling_uniqa import UniQAModel
 
     mos_range, higher_is_better = (tuple(args.mos_range) if args.mos_range else None), not args.lower_is_better
     try:
@@ -278,8 +280,16 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
     parser = argparse.ArgumentParser(prog="uniqa", description="Image quality and aesthetics scores with UniQA.")
+    try:
+        parser.add_argument("--version", action="version", version=f"uniqa {version('uniqa')}")
+    except PackageNotFoundError:  # a checkout that was never installed
+        parser.add_argument("--version", action="version", version="uniqa (not installed)")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, summary in TRAINING_COMMANDS.items():  # parsed by the command itself (`uniqa NAME --help`)
+        commands.add_parser(name, help=f"{summary} [train]", add_help=False)
 
     score = commands.add_parser("score", help="score images (files, folders, globs)")
     score.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
@@ -355,10 +365,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that live in the training library: `uniqa NAME ARGS...` runs `modeling_uniqa.training.NAME.main(ARGS)`.
+TRAINING_COMMANDS = {
+    "finetune": "train a multi-cue adapter on an image + MOS table or a benchmark",
+    "pretrain": "contrastive pre-training of the CLIP towers on an image-text corpus",
+    "caption": "write quality/aesthetics captions for an image table (template or multimodal LLM)",
+    "purify": "keep the comments of an aesthetics corpus that fit their image (AVA purification)",
+    "protocols": "10-split / few-label / zero-shot evaluation protocols",
+}
+# The optional dependency group each command needs beyond the base install, and the modules that group brings.
+COMMAND_EXTRAS = {"export": "export", "evaluate": "datasets", **dict.fromkeys(TRAINING_COMMANDS, "train")}
+EXTRA_MODULES = {
+    "datasets": {"datasets", "scipy", "pandas", "openpyxl", "matplotlib"},
+    "train": {"datasets", "scipy", "pandas", "accelerate", "peft", "evaluate", "matplotlib", "yaml", "skimage"},
+    "export": {"onnx", "onnxruntime", "onnxscript"},
+}
+
+
+def missing_extra(command: str, error: ModuleNotFoundError) -> str | None:
+    """The extra that would bring the module `error` names, if `command` needs that extra."""
+    extra = COMMAND_EXTRAS.get(command)
+    module = (error.name or "").split(".")[0]
+    return extra if extra is not None and module in EXTRA_MODULES[extra] else None
+
+
+def run_training_command(name: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(f"..training.{name}", __package__)
+    result = module.main(list(argv))
+    return result if isinstance(result, int) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The `uniqa` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else None
     try:
+        if command in TRAINING_COMMANDS:
+            return run_training_command(command, argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
+    except ModuleNotFoundError as error:
+        extra = missing_extra(command or "", error)
+        if extra is None:
+            raise
+        print(
+            f"uniqa {command}: needs the [{extra}] extra (module {error.name!r} is missing): "
+            f'pip install "uniqa[{extra}]"',
+            file=sys.stderr,
+        )
+        return 3
     except ValueError as error:  # a request the model cannot serve (unknown adapter, unavailable task, ...)
         print(f"uniqa: {error}", file=sys.stderr)
         return 1

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .configuration_uniqa import LEVEL_NAMES
-from .image_processing_uniqa import load_image
+from ..configuration_uniqa import LEVEL_NAMES
+from ..image_processing_uniqa import load_image
 
 # Prompt templates. `{level}` is a level name (bad .. perfect); the `cues` pick one word per level, worst first.
 DEFAULT_CAPTION_CONFIG: dict[str, Any] = {

@@ -241,7 +241,7 @@ def default_encoder(kind: str = "minilm", model_path: str | os.PathLike | None =
     if kind == "uniqa":
         if model_path is None:
             raise ValueError("the 'uniqa' encoder needs a UniQA model folder")
-        from .modeling_uniqa import UniQAModel
+        from ..modeling_uniqa import UniQAModel
 
         return UniQATextEncoder(UniQAModel.from_pretrained(Path(model_path)).eval())
     raise ValueError(f"unknown encoder {kind!r}: 'minilm' or 'uniqa'")

@@ -214,7 +214,7 @@ def prefetch_images(
     processor: Any, paths: Sequence[str], num_workers: int | None, lookahead: int
 ) -> Iterator[tuple[Any, str | None]]:
     """Decode `paths` in worker threads ahead of the model -> `(image, None)` or `(None, reason)`, in order."""
-    from .image_processing_uniqa import default_num_workers, map_in_threads
+    from ..image_processing_uniqa import default_num_workers, map_in_threads
 
     def load(path: str) -> tuple[Any, str | None]:
         try:

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .finetuning import normalize_mos
-from .metrics import iqa_metrics
-from .modeling_uniqa import UniQAModel
+from ..modeling_uniqa import UniQAModel
+from ..training.finetuning import normalize_mos
+from ..training.metrics import iqa_metrics
 
 
 def evaluate_table(

@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .image_processing_uniqa import UniQAImageProcessor
+from ..image_processing_uniqa import UniQAImageProcessor
+from ..modeling_uniqa import UniQAModel, UniQAOutput
 from .metrics import iqa_metrics
-from .modeling_uniqa import UniQAModel, UniQAOutput
 
 Table = list[tuple[str, float]]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from transformers import CLIPTextConfig, CLIPTokenizerFast, CLIPVisionConfig
 
-from .adapter import MultiCueAdapter
-from .configuration_uniqa import UniQAConfig
-from .image_processing_uniqa import UniQAImageProcessor
-from .modeling_uniqa import UniQAModel
+from ..adapter import MultiCueAdapter
+from ..configuration_uniqa import UniQAConfig
+from ..image_processing_uniqa import UniQAImageProcessor
+from ..modeling_uniqa import UniQAModel
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 VOCAB_FILE = PACKAGE_DIR / "clip_vocab.json"

@@ -30,10 +30,10 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from transformers import CLIPTextConfig, CLIPVisionConfig, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from .configuration_uniqa import UniQAConfig
-from .conversion import write_tokenizer
+from ..configuration_uniqa import UniQAConfig
+from ..modeling_uniqa import UniQAModel
+from ..tools.conversion import write_tokenizer
 from .metrics import iqa_metrics
-from .modeling_uniqa import UniQAModel
 
 logger = logging.getLogger(__name__)
 
