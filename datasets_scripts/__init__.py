@@ -10,11 +10,13 @@ Quick use::
 from .base import BenchmarkBuilder, BenchmarkConfig, LoadReport, MissingFilesError, Record
 from .benchmarks import (
     AADB,
+    AGIN,
     AGIQA3K,
     AIGIQA20K,
     AVA,
     BUILDERS,
     CSIQ,
+    ECIQAD,
     LIVE,
     LIVEC,
     PIPAL,
@@ -31,12 +33,14 @@ from .synthetic import DISTORTIONS, build_synthetic_dataset, describe, distort
 
 __all__ = [
     "AADB",
+    "AGIN",
     "AGIQA3K",
     "AIGIQA20K",
     "AVA",
     "BUILDERS",
     "CSIQ",
     "DISTORTIONS",
+    "ECIQAD",
     "LIVE",
     "LIVEC",
     "PIPAL",

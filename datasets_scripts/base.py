@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,13 +127,22 @@ def read_table(path: Path, **kwargs: Any) -> pd.DataFrame:
         raise ValueError(f"could not parse label file {path}: {err}") from err
 
 
+def _column_key(name: Any) -> str:
+    """``"MOS_nat"``, ``"mos nat"``, ``"MOS-Nat"`` -> ``"mosnat"`` (case, spaces, ``_``, ``-`` ignored)."""
+    return re.sub(r"[\s_\-]", "", str(name).lower())
+
+
+def optional_column(df: pd.DataFrame, *names: str) -> str | None:
+    """The first of ``names`` that ``df`` has (case/space/underscore-insensitive), else None."""
+    norm = {_column_key(c): c for c in df.columns}
+    return next((norm[_column_key(n)] for n in names if _column_key(n) in norm), None)
+
+
 def find_column(df: pd.DataFrame, *names: str, path: Path | None = None) -> str:
-    """Case/space-insensitive column lookup; error lists the columns that exist."""
-    norm = {"".join(str(c).lower().split()): c for c in df.columns}
-    for name in names:
-        key = "".join(name.lower().split())
-        if key in norm:
-            return norm[key]
+    """Like :func:`optional_column`, but an absent column is an error listing those that exist."""
+    found = optional_column(df, *names)
+    if found is not None:
+        return found
     where = f" in {path}" if path else ""
     raise KeyError(f"none of the columns {names} found{where}; columns are {list(df.columns)}")
 

@@ -6,10 +6,11 @@ label files into :class:`~datasets_scripts.base.Record` s; everything else is sh
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import datasets
@@ -22,9 +23,12 @@ from .base import (
     MissingFilesError,
     Record,
     find_column,
+    optional_column,
     read_table,
 )
 from .specs import get_spec
+
+logger = logging.getLogger(__name__)
 
 _SPLIT_WORDS = {
     "train": "train", "training": "train", "trainval": "train",
@@ -44,6 +48,13 @@ def _float_or_none(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(v) else v
+
+
+def _text_or_none(x: Any) -> str | None:
+    """A table cell as stripped text; NaN / empty -> ``None``."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return str(x).strip() or None
 
 
 def _mat_strings(arr: np.ndarray) -> list[str]:
@@ -472,48 +483,112 @@ aadb/
                 )
 
 
-class _PromptedAIGC(BenchmarkBuilder):
-    """Shared reader of AI-generated-image tables (image name, prompt, quality MOS)."""
+class _LabelTable(BenchmarkBuilder):
+    """Shared reader of no-reference sets labelled by one table: a CSV/XLSX row per image.
+
+    The table is the first of ``LABEL_FILES`` that exists, else the first top-level ``*.csv`` /
+    ``*.xlsx`` holding one of ``NAME_COLUMNS`` and one of ``MOS_COLUMNS`` (for releases whose
+    table name is not known). Images are looked up in the folder, among ``IMAGE_FOLDERS``, the
+    other subfolders (except those matching ``SKIP_FOLDERS``) and ``data_dir`` itself, that holds
+    most of a sample of the labelled names. ``EXTRA_COLUMNS`` maps extra features to optional
+    columns (None where absent); ``GROUP_FEATURE`` names the extra that groups the random split.
+    """
 
     LABEL_FILES: tuple[str, ...] = ()
     IMAGE_FOLDERS: tuple[str, ...] = ()
+    SKIP_FOLDERS: tuple[str, ...] = ()
     NAME_COLUMNS: tuple[str, ...] = ("name", "image", "image_name", "img_name")
-    MOS_COLUMNS: tuple[str, ...] = ("mos_quality", "mos")
-    STD_COLUMNS: tuple[str, ...] = ("std_quality",)
-    EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {"prompt": ("prompt",)}
+    MOS_COLUMNS: tuple[str, ...] = ("mos",)
+    STD_COLUMNS: tuple[str, ...] = ()
+    EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {}
+    GROUP_FEATURE: str | None = None
+    TABLE_EXTENSIONS = (".csv", ".xlsx", ".xls")
+    PROBE_SIZE = 20
+
+    def _label_file(self) -> Path:
+        for cand in self.LABEL_FILES:
+            if (self.root / cand).is_file():
+                return self.root / cand
+        for path in sorted(self.root.iterdir()):
+            if not (path.is_file() and path.suffix.lower() in self.TABLE_EXTENSIONS):
+                continue
+            try:
+                head = read_table(path, nrows=0)
+            except ValueError:
+                continue  # not a label table
+            if optional_column(head, *self.NAME_COLUMNS) and optional_column(head, *self.MOS_COLUMNS):
+                return path
+        named = "".join(f"  - {self.root / c}\n" for c in self.LABEL_FILES)
+        raise MissingFilesError(
+            f"{self.SPEC.display_name}: label file not found; looked for:\n{named}"
+            f"  - any *.csv / *.xlsx in {self.root} with an image column (one of {list(self.NAME_COLUMNS)}) "
+            f"and a label column (one of {list(self.MOS_COLUMNS)})\n{self._layout()}"
+        )
+
+    def _image_folder(self, names: list[str]) -> Path:
+        named = [self.root / f for f in self.IMAGE_FOLDERS if (self.root / f).is_dir()]
+        others = sorted(
+            p
+            for p in self.root.iterdir()
+            if p.is_dir()
+            and p not in named
+            and not p.name.startswith(".")
+            and not any(s in p.name.lower() for s in self.SKIP_FOLDERS)
+        )
+        candidates = [*named, *others, self.root]
+        sample = names[:: max(1, len(names) // self.PROBE_SIZE)][: self.PROBE_SIZE]
+        hits = [sum((d / n).is_file() for n in sample) for d in candidates]
+        best = max(range(len(candidates)), key=hits.__getitem__)  # the first of the best
+        return candidates[best] if hits[best] else (named or [self.root])[0]
+
+    def _extra_value(self, feature: str, value: Any) -> Any:
+        feat = self.EXTRA_FEATURES.get(feature)
+        if isinstance(feat, datasets.Value) and feat.dtype == "string":
+            return _text_or_none(value)
+        return _float_or_none(value)
+
+    def _complete(self, rec: Record, name: str) -> Record:
+        """Hook for dataset-specific fields; by default sets the split group from ``GROUP_FEATURE``."""
+        if self.GROUP_FEATURE and rec.extras.get(self.GROUP_FEATURE):
+            rec.group = str(rec.extras[self.GROUP_FEATURE])
+        return rec
 
     def _iter_records(self) -> Iterator[Record]:
-        labels = self.find(*self.LABEL_FILES, what="label file")
-        images = self.find(*self.IMAGE_FOLDERS, ".", what="image folder")
-        df = read_table(labels)
+        labels = self._label_file()
+        df = read_table(labels, dtype=str)  # as text: ids like "001" keep their zeros
         name = find_column(df, *self.NAME_COLUMNS, path=labels)
         mos = find_column(df, *self.MOS_COLUMNS, path=labels)
-        lower = {str(c).lower(): c for c in df.columns}
-        std = next((lower[c] for c in self.STD_COLUMNS if c in lower), None)
-        extras = {f: next((lower[c] for c in cols if c in lower), None) for f, cols in self.EXTRA_COLUMNS.items()}
-        for row in df.to_dict("records"):
-            yield Record(
-                image=str(images / str(row[name])),
+        std = optional_column(df, *self.STD_COLUMNS)
+        extras = {f: optional_column(df, *cols) for f, cols in self.EXTRA_COLUMNS.items()}
+        rows = [r for r in df.to_dict("records") if _text_or_none(r[name]) and _float_or_none(r[mos]) is not None]
+        if len(rows) < len(df):
+            logger.warning("%s: %d rows of %s lack an image name or a label; skipped", type(self).__name__,
+                           len(df) - len(rows), labels)  # fmt: skip
+        names = [str(r[name]).strip() for r in rows]
+        images = self._image_folder(names)
+        for rel, row in zip(names, rows, strict=True):
+            rec = Record(
+                image=str(images / rel),
                 mos=float(row[mos]),
                 mos_std=_float_or_none(row[std]) if std else None,
-                extras={
-                    f: (None if c is None else row[c] if f == "prompt" else _float_or_none(row[c]))
-                    for f, c in extras.items()
-                },
+                extras={f: None if c is None else self._extra_value(f, row[c]) for f, c in extras.items()},
             )
+            yield self._complete(rec, rel)
 
 
-class AGIQA3K(_PromptedAIGC):
+class AGIQA3K(_LabelTable):
     """AGIQA-3K: 2,982 AI-generated images; quality MOS 0-5 (+ text-alignment MOS)."""
 
     SPEC = get_spec("agiqa3k")
     LAYOUT = """
 agiqa3k/
   data.csv     name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align
-  AGIQA-3K/<name>   (or images/<name>, or next to data.csv)
+  AGIQA-3K/<name>   (or images/<name>, another subfolder, or next to data.csv)
 """
     LABEL_FILES = ("data.csv",)
     IMAGE_FOLDERS = ("AGIQA-3K", "images")
+    MOS_COLUMNS = ("mos_quality", "mos")
+    STD_COLUMNS = ("std_quality",)
     EXTRA_COLUMNS = {"prompt": ("prompt",), "mos_align": ("mos_align",), "std_align": ("std_align",)}
     EXTRA_FEATURES = {
         "prompt": datasets.Value("string"),
@@ -522,19 +597,86 @@ agiqa3k/
     }
 
 
-class AIGIQA20K(_PromptedAIGC):
+class AIGIQA20K(_LabelTable):
     """AIGIQA-20K: 20,000 AI-generated images; MOS assumed in [0, 1] (see docs/datasets.md)."""
 
     SPEC = get_spec("aigiqa20k")
     LAYOUT = """
 aigiqa20k/
   info.csv (or info.xlsx / data.csv)   columns name (or image), prompt (optional), mos
-  images/<name>   (or next to the label file)
+  images/<name>   (or another subfolder, or next to the label file)
 """
     LABEL_FILES = ("info.csv", "info.xlsx", "data.csv")
     IMAGE_FOLDERS = ("images", "AIGIQA-20K")
     MOS_COLUMNS = ("mos", "mos_quality")
+    STD_COLUMNS = ("std_quality",)
+    EXTRA_COLUMNS = {"prompt": ("prompt",)}
     EXTRA_FEATURES = {"prompt": datasets.Value("string")}
+
+
+class ECIQAD(_LabelTable):
+    """ECIQAD: 2,400 enhanced colonoscopy images (300 low-light frames x 8 enhancement methods).
+
+    The release layout and MOS scale could not be checked (docs/datasets.md): any top-level table
+    with an image-name and a MOS column is read. The random split is grouped by source frame (a
+    source column, or the file stem when names are ``<method>/<frame>.<ext>``), so one frame's
+    eight enhancements never straddle two splits.
+    """
+
+    SPEC = get_spec("eciqad")
+    LAYOUT = """
+eciqad/                  (assumed; see docs/datasets.md)
+  <table>.csv or .xlsx   one row per enhanced image: image name (image / image_name / name / filename),
+                         mos (or score), optional std, source (low-light frame), method
+  <folder>/<image name>  e.g. images/<method>/<frame>.png (the folder holding the names is found)
+"""
+    NAME_COLUMNS = ("image", "image_name", "img_name", "name", "filename", "file_name", "dist_name")
+    MOS_COLUMNS = ("mos", "score")
+    STD_COLUMNS = ("std", "mos_std", "sd")
+    IMAGE_FOLDERS = ("images", "image")
+    EXTRA_COLUMNS = {
+        "source_id": ("source", "source_id", "source_name", "original", "low_light", "ref_name", "reference"),
+        "enhancement_method": ("method", "enhancement_method", "algorithm"),
+    }
+    EXTRA_FEATURES = {"source_id": datasets.Value("string"), "enhancement_method": datasets.Value("string")}
+    GROUP_FEATURE = "source_id"
+
+    def _complete(self, rec: Record, name: str) -> Record:
+        path = PurePosixPath(name.replace("\\", "/"))
+        if len(path.parts) > 1:  # <method>/<frame>.<ext>: the frame's stem is shared by its enhancements
+            rec.extras["source_id"] = rec.extras["source_id"] or path.stem
+            rec.extras["enhancement_method"] = rec.extras["enhancement_method"] or path.parent.as_posix()
+        return super()._complete(rec, name)
+
+
+class AGIN(_LabelTable):
+    """AGIN: 6,049 AI-generated (and 200 natural) images rated for naturalness.
+
+    ``mos`` is the overall naturalness score (``MOS_nat``); the technical (``MOS_tech``) and
+    rationality (``MOS_rat``) perspective scores are ``mos_technical`` / ``mos_rationality``, and
+    the ten per-dimension scores are read where the table has such columns.
+    """
+
+    SPEC = get_spec("agin")
+    LAYOUT = """
+agin/
+  <table>.csv    filename,MOS_nat,MOS_tech,MOS_rat (columns as the owners' JOINT/AGINDataset.py reads
+                 them; the table's file name is not fixed); optional per-dimension columns luminance,
+                 contrast, detail, blur, artifacts, existence, color, layout, context, sensory_clarity
+  <folder>/<filename>   e.g. images/; JOINT's patch-shuffled copies (*partitioned*/) are skipped
+"""
+    NAME_COLUMNS = ("filename", "file_name", "image", "image_name", "name")
+    MOS_COLUMNS = ("MOS_nat", "mos_naturalness", "naturalness")
+    IMAGE_FOLDERS = ("images", "image", "AGIN")
+    SKIP_FOLDERS = ("partition",)
+    TECHNICAL = ("luminance", "contrast", "detail", "blur", "artifacts")
+    RATIONALITY = ("existence", "color", "layout", "context", "sensory_clarity")
+    EXTRA_COLUMNS = {
+        "mos_technical": ("MOS_tech", "mos_technical", "technical"),
+        "mos_rationality": ("MOS_rat", "mos_rationality", "rationality"),
+        **{d: (d, f"MOS_{d}") for d in TECHNICAL + RATIONALITY},
+    }
+    EXTRA_FEATURES = {f: datasets.Value("float32") for f in EXTRA_COLUMNS}
 
 
 class PIPAL(BenchmarkBuilder):
@@ -579,5 +721,20 @@ pipal/
 
 BUILDERS: dict[str, type[BenchmarkBuilder]] = {
     cls.SPEC.name: cls
-    for cls in (KonIQ10k, SPAQ, LIVEC, KADID10k, TID2013, CSIQ, LIVE, AVA, AADB, AGIQA3K, AIGIQA20K, PIPAL)
+    for cls in (
+        KonIQ10k,
+        SPAQ,
+        LIVEC,
+        KADID10k,
+        TID2013,
+        CSIQ,
+        LIVE,
+        AVA,
+        AADB,
+        AGIQA3K,
+        AIGIQA20K,
+        PIPAL,
+        ECIQAD,
+        AGIN,
+    )
 }

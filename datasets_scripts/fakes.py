@@ -22,7 +22,8 @@ class FakeBenchmark:
     """A fake layout: its ``data_dir`` and the rows a loader should produce.
 
     ``mos``: image_id -> MOS of every image present; ``official``: image_id -> split where the
-    layout has an official split; ``missing``: labelled image_ids without a file.
+    layout has an official split; ``missing``: labelled image_ids without a file; ``group``:
+    image_id -> random-split group where it is neither the image nor its reference (ECIQAD).
     """
 
     data_dir: Path
@@ -30,6 +31,7 @@ class FakeBenchmark:
     official: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     mos_std: dict[str, float] = field(default_factory=dict)
+    group: dict[str, str] = field(default_factory=dict)
 
 
 def _img(path: Path, seed: int) -> None:
@@ -276,6 +278,48 @@ def fake_pipal(root: Path) -> FakeBenchmark:
     return fb
 
 
+ECIQAD_METHODS = ("LIME", "RetinexNet", "Zero-DCE")
+
+
+def fake_eciqad(root: Path, missing: int = 1) -> FakeBenchmark:
+    """6 low-light frames x 3 enhancement methods as ``images/<method>/<frame>.png`` with one MOS
+    table (assumed layout, see docs/datasets.md); the last image is labelled but absent."""
+    fb, rows = FakeBenchmark(root, {}), []
+    for f in range(6):
+        for m, method in enumerate(ECIQAD_METHODS):
+            name = f"{method}/{f + 1:03d}.png"
+            mos, std = round(1.2 + 0.6 * f + 0.2 * m, 3), round(0.4 + 0.05 * m, 3)
+            rows.append([name, mos, std])
+            key = f"images/{name}"
+            if len(rows) > 6 * len(ECIQAD_METHODS) - missing:
+                fb.missing.append(key)
+                continue
+            _img(root / key, 10 * f + m)
+            fb.mos[key], fb.mos_std[key], fb.group[key] = mos, std, f"{f + 1:03d}"
+    pd.DataFrame(rows, columns=["image_name", "MOS", "std"]).to_csv(root / "ECIQAD_MOS.csv", index=False)
+    return fb
+
+
+def fake_agin(root: Path) -> FakeBenchmark:
+    """AGIN as the owners' loader reads it: a table ``filename,MOS_nat,MOS_tech,MOS_rat`` (its file
+    name is not fixed; here ``AGIN_MOS.csv``) plus per-dimension columns, ``images/<filename>``, and
+    JOINT's patch-shuffled copies in ``AGIN_patch_partitioned/`` (same names, not rated)."""
+    from .benchmarks import AGIN
+
+    fb, rows = FakeBenchmark(root, {}), []
+    for i in range(10):
+        name = f"{['CoCosNet', 'DALLE2', 'SDXL'][i % 3]}_{i}.png"
+        nat, tech, rat = round(1.1 + 0.4 * i, 3), round(1.5 + 0.3 * i, 3), round(1.0 + 0.35 * i, 3)
+        dims = [round(1 + 0.1 * i + 0.01 * d, 3) for d in range(10)]
+        rows.append([name, nat, tech, rat, *dims])
+        _img(root / "images" / name, i)
+        _img(root / "AGIN_patch_partitioned" / name, 100 + i)
+        fb.mos[f"images/{name}"] = nat
+    cols = ["filename", "MOS_nat", "MOS_tech", "MOS_rat", *AGIN.TECHNICAL, *AGIN.RATIONALITY]
+    pd.DataFrame(rows, columns=cols).to_csv(root / "AGIN_MOS.csv", index=False)
+    return fb
+
+
 FAKES: dict[str, Callable[[Path], FakeBenchmark]] = {
     "koniq10k": fake_koniq10k,
     "spaq": fake_spaq,
@@ -289,6 +333,8 @@ FAKES: dict[str, Callable[[Path], FakeBenchmark]] = {
     "agiqa3k": fake_agiqa3k,
     "aigiqa20k": fake_aigiqa20k,
     "pipal": fake_pipal,
+    "eciqad": fake_eciqad,
+    "agin": fake_agin,
 }
 
 

@@ -74,6 +74,10 @@ SPECS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("agiqa3k", "AGIQA-3K", "quality", 0.0, 5.0, True, num_images=2982),
         BenchmarkSpec("aigiqa20k", "AIGIQA-20K", "quality", 0.0, 1.0, True, num_images=20000),
         BenchmarkSpec("pipal", "PIPAL", "quality", 800.0, 1900.0, True, True, 23200, label_kind="Elo"),
+        # ECIQAD and AGIN: scales not confirmed from a copy; [0, 5] holds a 1-5 or 0-5 rating without
+        # clipping (docs/datasets.md). A warning is logged if labels fall far outside.
+        BenchmarkSpec("eciqad", "ECIQAD", "quality", 0.0, 5.0, True, num_images=2400),
+        BenchmarkSpec("agin", "AGIN", "quality", 0.0, 5.0, True, num_images=6049, label_kind="naturalness MOS"),
     ]
 }
 
@@ -86,6 +90,7 @@ ALIASES: dict[str, str] = {
     "liveiqa": "live",
     "agiqa": "agiqa3k",
     "aigiqa": "aigiqa20k",
+    "enhancedcolonoscopy": "eciqad",
 }
 
 

@@ -14,12 +14,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from datasets_scripts import AGIN, ECIQAD, MissingFilesError, get_builder, get_spec, load_benchmark  # noqa: E402
-from datasets_scripts.fakes import (  # noqa: E402
-    AGIN_RATIONALITY,
-    AGIN_TECHNICAL,
-    ECIQAD_METHODS,
-    make_fake_benchmark,
-)
+from datasets_scripts.fakes import ECIQAD_METHODS, make_fake_benchmark  # noqa: E402
 
 
 def _all_rows(data_dir: Path, name: str, cache: Path, **config) -> pd.DataFrame:
@@ -42,7 +37,7 @@ def test_agin_mos_is_naturalness_and_every_dimension_is_a_column(tmp_path: Path)
     np.testing.assert_allclose(df["mos"], table.loc[names, "MOS_nat"], rtol=1e-6)
     np.testing.assert_allclose(df["mos_technical"], table.loc[names, "MOS_tech"], rtol=1e-6)
     np.testing.assert_allclose(df["mos_rationality"], table.loc[names, "MOS_rat"], rtol=1e-6)
-    for dim in AGIN_TECHNICAL + AGIN_RATIONALITY:
+    for dim in AGIN.TECHNICAL + AGIN.RATIONALITY:
         np.testing.assert_allclose(df[dim], table.loc[names, dim], rtol=1e-6)
     assert df["mos_std"].isna().all()
 
@@ -66,7 +61,7 @@ def test_agin_table_found_by_columns_and_optional_dimensions(tmp_path: Path, cap
         df = _all_rows(fake.data_dir, "agin", tmp_path / "cache")
     assert "1 rows of" in caplog.text and "scores.csv lack an image name or a label" in caplog.text
     assert len(df) == 10 and df["mos_technical"].notna().all()
-    assert df[list(AGIN_TECHNICAL + AGIN_RATIONALITY)].isna().all().all()
+    assert df[list(AGIN.TECHNICAL + AGIN.RATIONALITY)].isna().all().all()
 
 
 def test_agin_image_folder_found_and_patch_copies_skipped(tmp_path: Path) -> None:
