@@ -257,7 +257,7 @@ def training_rate(model: UniQAModel, paths: list[str], runs: int, batch: int = 8
         return {"skipped": f"modeling_uniqa.training.finetuning is not available ({error})"}
     name = "bench"
     if name not in model.config.adapters:
-        model.add_adapter(name)
+        model.add_multicue_adapter(name)
     adapter = model.adapters[name]
     model.requires_grad_(False)
     adapter.requires_grad_(True)

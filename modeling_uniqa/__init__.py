@@ -12,8 +12,9 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .adapter import LevelPromptHead, MultiCueAdapter
 from .configuration_uniqa import UniQAConfig
 from .image_processing_uniqa import UniQAImageProcessor, load_image
-from .modeling_uniqa import ScoreDetails, UniQAModel, UniQAOutput
+from .modeling_uniqa import UniQAModel, UniQAOutput
 from .pipeline_uniqa import ImageQualityAssessmentPipeline
+from .scoring_uniqa import ScoreDetails
 
 AutoConfig.register("uniqa", UniQAConfig, exist_ok=True)
 AutoModel.register(UniQAConfig, UniQAModel, exist_ok=True)

@@ -7,11 +7,14 @@ from typing import Any
 
 from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
 
+# CLIP's tokenizer: start-of-text, end-of-text (its position pools the text tower) and padding ids.
+BOS_TOKEN_ID, EOS_TOKEN_ID, PAD_TOKEN_ID = 49406, 49407, 0
+TASKS = ("quality", "aesthetics")
 LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")
 DEFAULT_LEVELS = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 # Prompt sets: each group holds one prompt per level, worst first. A group is scored with a softmax over
-# its prompts; a set's score is the mean of its group scores (method.md §3).
+# its prompts; a set's score is the mean of its group scores (docs/method.md, "Scores").
 DEFAULT_PROMPT_SETS: dict[str, dict[str, Any]] = {
     "level5": {
         "task": "quality",
@@ -81,7 +84,6 @@ DEFAULT_PROMPT_SETS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_TASK_PROMPT_SETS = {"quality": "ensemble20", "aesthetics": "aesthetics20"}
-TASKS = ("quality", "aesthetics")
 
 
 class UniQAConfig(PretrainedConfig):
@@ -110,14 +112,9 @@ class UniQAConfig(PretrainedConfig):
         unavailable_tasks (`dict`, *optional*):
             `{task: reason}` for tasks this model cannot score (e.g. a model trained without aesthetic data); asking
             for one raises an error with the reason.
-        crop_mode (`str`, *optional*, defaults to `"grid"`):
-            Default test-time crop protocol of `score`: `"grid"` (deterministic), `"random"` (the paper's,
-            seeded) or `"center"`.
-        crops (`int`, *optional*, defaults to 9):
-            Default number of crops per image (a grid uses ceil(sqrt(crops)) positions per axis).
-        max_side (`int`, *optional*):
-            If set, images whose longer side exceeds it are downscaled to it before cropping. The paper
-            crops the un-resized image (`None`).
+
+    Test-time cropping (protocol, number of crops, downscaling) is the image processor's
+    ([`UniQAImageProcessor`], saved as `preprocessor_config.json`); its crop size is the vision tower's input size.
     """
 
     model_type = "uniqa"
@@ -134,9 +131,6 @@ class UniQAConfig(PretrainedConfig):
         task_prompt_sets: dict[str, str] | None = None,
         adapters: dict[str, dict[str, Any]] | None = None,
         unavailable_tasks: dict[str, str] | None = None,
-        crop_mode: str = "grid",
-        crops: int = 9,
-        max_side: int | None = None,
         **kwargs,
     ):
         if isinstance(text_config, dict):
@@ -147,7 +141,11 @@ class UniQAConfig(PretrainedConfig):
             text_config
             if text_config is not None
             else CLIPTextConfig(
-                eos_token_id=49407, bos_token_id=49406, pad_token_id=0, hidden_act="quick_gelu", projection_dim=512
+                eos_token_id=EOS_TOKEN_ID,
+                bos_token_id=BOS_TOKEN_ID,
+                pad_token_id=PAD_TOKEN_ID,
+                hidden_act="quick_gelu",
+                projection_dim=512,
             )
         )
         self.vision_config = (
@@ -165,11 +163,8 @@ class UniQAConfig(PretrainedConfig):
         self.task_prompt_sets = dict(task_prompt_sets if task_prompt_sets is not None else DEFAULT_TASK_PROMPT_SETS)
         self.adapters = copy.deepcopy(adapters) if adapters is not None else {}
         self.unavailable_tasks = dict(unavailable_tasks or {})
-        if crop_mode not in ("grid", "random", "center"):
-            raise ValueError(f"crop_mode must be 'grid', 'random' or 'center', not {crop_mode!r}")
-        self.crop_mode = crop_mode
-        self.crops = crops
-        self.max_side = max_side
+        for legacy in ("crop_mode", "crops", "max_side"):  # written by earlier versions; the image processor's now
+            kwargs.pop(legacy, None)
         kwargs.setdefault(
             "custom_pipelines",
             {

@@ -1,7 +1,7 @@
 """Image loading and test-time cropping for UniQA.
 
-UniQA scores 224x224 windows of the un-resized image (method.md §5). `UniQAImageProcessor` turns any image
-into such crops, deterministically by default, with CLIP's normalisation.
+UniQA scores 224x224 windows of the un-resized image (docs/method.md, "Test-time crops"). `UniQAImageProcessor`
+turns any image into such crops, deterministically by default, with CLIP's normalisation.
 """
 
 from __future__ import annotations

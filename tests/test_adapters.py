@@ -30,7 +30,7 @@ def _randomise(module: torch.nn.Module, seed: int) -> None:
 
 def test_adapter_round_trip_is_bit_exact_and_keeps_parity(fresh, model_dir, tmp_path, reference, reference_images):
     fresh.config.adapters["tiny"]["metrics"] = {"srcc": 0.5}
-    fresh.save_adapter(tmp_path / "tiny", "tiny")
+    fresh.save_multicue_adapter(tmp_path / "tiny", "tiny")
     files = {p.name: p.stat().st_size for p in (tmp_path / "tiny").iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(files)
     assert files["adapter_model.safetensors"] < 100_000
@@ -39,8 +39,8 @@ def test_adapter_round_trip_is_bit_exact_and_keeps_parity(fresh, model_dir, tmp_
     assert saved["base_model_name_or_path"] == str(model_dir)
 
     other = UniQAModel.from_pretrained(model_dir).eval()
-    other.delete_adapter("tiny")
-    assert other.load_adapter(tmp_path / "tiny", "copy") == "copy"
+    other.delete_multicue_adapter("tiny")
+    assert other.load_multicue_adapter(tmp_path / "tiny", "copy") == "copy"
     for key, value in fresh.adapters["tiny"].state_dict().items():
         assert torch.equal(value, other.adapters["copy"].state_dict()[key]), key
     assert other.config.adapters["copy"]["metrics"] == {"srcc": 0.5}
@@ -53,33 +53,46 @@ def test_adapter_round_trip_is_bit_exact_and_keeps_parity(fresh, model_dir, tmp_
 
 
 def test_from_pretrained_on_an_adapter_folder_loads_base_and_adapter(fresh, tmp_path):
-    fresh.save_adapter(tmp_path / "a", "tiny")
-    loaded = UniQAModel.from_pretrained(tmp_path / "a")
-    assert "tiny" in loaded.config.adapters
-    assert torch.equal(loaded.adapters["tiny"].levels, fresh.adapters["tiny"].levels)
+    _randomise(fresh.add_multicue_adapter("extra", dataset="toy"), seed=3)
+    fresh.save_multicue_adapter(tmp_path / "a", "extra")
+    loaded = UniQAModel.from_pretrained(tmp_path / "a", dtype=torch.float64)  # keyword arguments reach the base
+    assert set(loaded.config.adapters) == {"tiny", "extra"} and loaded.dtype == torch.float64
+    for key, value in fresh.adapters["extra"].state_dict().items():
+        assert torch.equal(loaded.adapters["extra"].state_dict()[key], value.double()), key
 
 
 def test_multi_adapter_switching(fresh, reference_images):
     images = list(reference_images.values())[:3]
-    second = fresh.add_adapter("second", task="aesthetics", dataset="ava-toy")
+    second = fresh.add_multicue_adapter("second", task="aesthetics", dataset="ava-toy")
     _randomise(second, seed=1)
     tiny = fresh.score(images, adapter="tiny")
     other = fresh.score(images, adapter="second")
     assert not torch.allclose(tiny, other, atol=1e-4)
     pixels = fresh.image_processor(images, crop_mode="center")["pixel_values"]
     with torch.no_grad():
-        fresh.set_adapter("second")
+        fresh.set_multicue_adapter("second")
         active = fresh(pixels).scores
-        fresh.set_adapter(None)
+        fresh.set_multicue_adapter(None)
         zero_shot = fresh(pixels).scores
-        explicit = fresh(pixels, adapter="second").scores
+        second_module = fresh.adapters["second"]
+        explicit = fresh.level_head(
+            fresh.get_image_features(pixels),
+            fresh.prompt_embeds("level5"),
+            second_module.levels,
+            fresh.clip.logit_scale,
+            adapter=second_module,
+        )[0]
     assert torch.equal(active, explicit) and not torch.allclose(active, zero_shot, atol=1e-4)
     assert fresh.resolve(adapter="second")[0] == "aesthetics"
-    fresh.set_adapter("second")
-    fresh.delete_adapter("second")
-    assert fresh.active_adapter is None and "second" not in fresh.config.adapters and "second" not in fresh.adapters
+    fresh.set_multicue_adapter("second")
+    fresh.delete_multicue_adapter("second")
+    assert (
+        fresh.active_multicue_adapter is None
+        and "second" not in fresh.config.adapters
+        and "second" not in fresh.adapters
+    )
     with pytest.raises(ValueError, match="unknown adapter 'second'"):
-        fresh.set_adapter("second")
+        fresh.set_multicue_adapter("second")
     with pytest.raises(ValueError, match="unknown adapter"):
         fresh.score(images, adapter="second")
     assert torch.equal(fresh.score(images, adapter="tiny"), tiny)  # the others are untouched
@@ -87,26 +100,26 @@ def test_multi_adapter_switching(fresh, reference_images):
 
 def test_load_adapter_errors(fresh, tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json: missing"):
-        fresh.load_adapter(tmp_path)
-    fresh.save_adapter(tmp_path / "a", "tiny")
+        fresh.load_multicue_adapter(tmp_path)
+    fresh.save_multicue_adapter(tmp_path / "a", "tiny")
     with pytest.raises(ValueError, match="already exists"):
-        fresh.load_adapter(tmp_path / "a")
+        fresh.load_multicue_adapter(tmp_path / "a")
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, "embed_dim": 512}))
     with pytest.raises(ValueError, match="size 512, this model's are 64"):
-        fresh.load_adapter(tmp_path / "a", "b")
+        fresh.load_multicue_adapter(tmp_path / "a", "b")
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**config, "bottleneck_dim": 16}))
     with pytest.raises(ValueError, match="weights do not fit"):
-        fresh.load_adapter(tmp_path / "a", "c")
+        fresh.load_multicue_adapter(tmp_path / "a", "c")
     assert "c" not in fresh.config.adapters
 
 
 def test_custom_prompt_set_travels_with_the_adapter(fresh, model_dir, tmp_path):
     fresh.config.prompt_sets["mine"] = {"task": "quality", "groups": {"g": ["a", "b", "c", "d", "e"]}}
-    fresh.add_adapter("m", prompt_set="mine")
-    fresh.save_adapter(tmp_path / "m", "m")
+    fresh.add_multicue_adapter("m", prompt_set="mine")
+    fresh.save_multicue_adapter(tmp_path / "m", "m")
     other = UniQAModel.from_pretrained(model_dir)
-    other.load_adapter(tmp_path / "m")
+    other.load_multicue_adapter(tmp_path / "m")
     assert other.config.prompt_sets["mine"]["groups"] == {"g": ["a", "b", "c", "d", "e"]}
 
 
@@ -126,15 +139,15 @@ class LocalFolderApi:
         return commit_message
 
 
-def test_push_adapter_to_hub_local_folder(fresh, model_dir, tmp_path):
+def test_push_multicue_adapter_to_hub_local_folder(fresh, model_dir, tmp_path):
     api = LocalFolderApi(tmp_path / "hub")
-    message = fresh.push_adapter_to_hub("me/uniqa-tiny-adapter", "tiny", private=True, api=api)
+    message = fresh.push_multicue_adapter_to_hub("me/uniqa-tiny-adapter", "tiny", private=True, api=api)
     assert api.created == [("me/uniqa-tiny-adapter", True)] and "tiny" in message
     repo = tmp_path / "hub" / "me" / "uniqa-tiny-adapter"
     assert {p.name for p in repo.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
     other = UniQAModel.from_pretrained(model_dir)
-    other.delete_adapter("tiny")
-    other.load_adapter(repo)
+    other.delete_multicue_adapter("tiny")
+    other.load_multicue_adapter(repo)
     assert all(
         torch.equal(v, other.adapters["tiny"].state_dict()[k]) for k, v in fresh.adapters["tiny"].state_dict().items()
     )
@@ -146,7 +159,8 @@ def test_lora_wrap_train_merge(fresh, reference_images, tmp_path):
     labels = torch.linspace(0.1, 0.9, len(images))
     with torch.no_grad():
         base_embeds = fresh.get_image_features(pixels)
-        before = fresh(pixels, adapter="tiny").scores
+        fresh.set_multicue_adapter("tiny")
+        before = fresh(pixels).scores
     peft_model = add_lora(fresh, "tiny", rank=4, alpha=8)
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert any("lora_A" in n and "vision_model" in n for n in trainable)
@@ -166,8 +180,30 @@ def test_lora_wrap_train_merge(fresh, reference_images, tmp_path):
     merged = peft_model.merge_and_unload()
     assert isinstance(merged, UniQAModel) and not any("lora" in n for n, _ in merged.named_parameters())
     with torch.no_grad():
-        after = merged(pixels, adapter="tiny").scores
+        after = merged(pixels).scores
         merged_embeds = merged.get_image_features(pixels)
     assert torch.allclose(after, trained.scores, atol=1e-5)  # merging keeps the trained model's outputs
     assert not torch.allclose(after, before, atol=1e-4)
     assert not torch.allclose(merged_embeds, base_embeds, atol=1e-4)  # the vision tower itself was tuned
+
+
+def test_transformers_peft_integration_is_not_overridden():
+    """The multi-cue adapters use names of their own: transformers' PEFT methods keep their contract."""
+    from transformers.integrations.peft import PeftAdapterMixin
+
+    for name in ("add_adapter", "load_adapter", "set_adapter", "delete_adapter", "active_adapters"):
+        assert getattr(UniQAModel, name) is getattr(PeftAdapterMixin, name), name
+    assert not callable(getattr(UniQAModel(UniQAModel.config_class()), "active_multicue_adapter", None))
+
+
+def test_from_pretrained_hands_peft_folders_and_adapter_kwargs_to_transformers(fresh, model_dir, tmp_path, monkeypatch):
+    """A LoRA folder saved by peft goes through transformers' own `load_adapter`, with `adapter_kwargs` intact
+    (peft itself runs there only from transformers' minimum peft version on; here the call is recorded)."""
+    add_lora(fresh, "tiny", rank=2).save_pretrained(tmp_path / "lora")
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    calls = []
+    monkeypatch.setattr(UniQAModel, "load_adapter", lambda self, path, **kwargs: calls.append((path, kwargs)))
+    loaded = UniQAModel.from_pretrained(tmp_path / "lora", adapter_kwargs={"revision": "abc123"})
+    assert isinstance(loaded, UniQAModel) and "tiny" in loaded.adapters  # the base model named by the folder
+    [(path, kwargs)] = calls
+    assert str(path) == str(tmp_path / "lora") and kwargs["adapter_kwargs"]["revision"] == "abc123"

@@ -36,7 +36,9 @@ def test_onnx_matches_pytorch_for_any_batch(model, adapter_export, reference_ima
     session = onnxruntime.InferenceSession(str(adapter_export), providers=["CPUExecutionProvider"])
     pixels = crops_of(model, list(reference_images.values()))
     with torch.no_grad():
-        expected = model(pixels, adapter="tiny")
+        model.set_multicue_adapter("tiny")
+        expected = model(pixels)
+        model.set_multicue_adapter(None)
     for batch in (1, 3, len(pixels)):
         for start in range(0, len(pixels), batch):
             scores, probs = session.run(None, {"pixel_values": pixels[start : start + batch].numpy()})
@@ -54,7 +56,7 @@ def test_cli_exports_zero_shot_graph(model, model_dir, reference_images, tmp_pat
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     pixels = crops_of(model, [reference_images["coffee"], reference_images["rocket"]])
     scores, probs = session.run(None, {"pixel_values": pixels.numpy()})
-    expected = model(pixels, prompt_set="level5")
+    expected = model(pixels, prompt_embeds=model.prompt_embeds("level5"))
     assert probs.shape == (2, 1, 5)
     assert np.abs(scores - expected.scores.detach().numpy()).max() <= 1e-4
     assert main(["export", str(tmp_path / "nowhere"), str(tmp_path / "x.onnx")]) == 1

@@ -23,7 +23,7 @@ from modeling_uniqa import UniQAModel
 NETWORK_MODULES = {"socket", "ssl", "urllib", "http", "requests", "httpx", "aiohttp", "ftplib", "smtplib", "websockets"}
 PROCESS_MODULES = {"subprocess", "multiprocessing", "pty", "ctypes"}
 HUB_DOWNLOADS = {"hf_hub_download", "snapshot_download", "cached_file", "urlopen"}
-EXPLICIT_HUB_METHODS = {"load_adapter", "push_adapter_to_hub"}  # act on a repo id the user passes
+EXPLICIT_HUB_METHODS = {"load_multicue_adapter", "push_multicue_adapter_to_hub"}  # act on a repo id the user passes
 
 # Loads a model folder as remote code with every socket blocked and every file opened recorded (audit hook).
 DRIVER = """

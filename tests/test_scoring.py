@@ -159,10 +159,43 @@ def test_text_features_are_computed_once(model, photo, monkeypatch):
 
 def test_forward_loss_for_training(model):
     pixels = torch.randn(2, 3, 224, 224)
-    output = model(pixels, labels=torch.tensor([0.2, 0.9]), adapter="tiny")
+    model.set_multicue_adapter("tiny")
+    try:
+        output = model(pixels, labels=torch.tensor([0.2, 0.9]))
+    finally:
+        model.set_multicue_adapter(None)
     assert output.loss.shape == () and output.scores.shape == (2,)
     assert output.level_probs.shape == (2, 1, 5)
     assert output.loss.item() == pytest.approx(((output.scores - torch.tensor([0.2, 0.9])) ** 2).mean().item())
+
+
+def test_forward_on_tensors_works_on_a_model_built_from_its_config(model):
+    """No tokenizer: prompt token ids (or cached prompt embeddings) are tensors like the pixels."""
+    from modeling_uniqa import UniQAModel
+
+    bare = UniQAModel(model.config).eval()
+    bare.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="no tokenizer"):
+        bare(torch.randn(1, 3, 224, 224))
+    prompts = model.config.prompt_sets["level5"]["groups"]["overall"]
+    tokens = model.tokenizer(prompts, padding=True, return_tensors="pt")
+    pixels = torch.randn(3, 3, 224, 224)
+    with torch.no_grad():
+        by_ids = bare(
+            pixels, prompt_input_ids=tokens["input_ids"][None], prompt_attention_mask=tokens["attention_mask"][None]
+        )
+        by_embeds = bare(pixels, prompt_embeds=model.prompt_embeds("level5"))
+        reference = model(pixels, prompt_embeds=model.prompt_embeds("level5"))
+    assert by_ids.prompt_embeds.shape == (1, 5, model.config.projection_dim)
+    assert torch.allclose(by_ids.scores, reference.scores, atol=1e-6)
+    assert torch.allclose(by_embeds.scores, reference.scores, atol=1e-6)
+    assert torch.allclose(
+        by_ids.scores,
+        model.level_head(
+            reference.image_embeds, model.prompt_embeds("level5"), model.levels_for(None), model.clip.logit_scale
+        )[0],
+        atol=1e-6,
+    )
 
 
 def test_adapter_trains_after_inference_scoring(model_dir, photo):
@@ -172,7 +205,8 @@ def test_adapter_trains_after_inference_scoring(model_dir, photo):
     model.requires_grad_(False)
     model.adapters["tiny"].requires_grad_(True)
     model.score(photo, adapter="tiny")  # caches inference-mode text features
-    output = model(model.image_processor.crop_image(photo), labels=torch.full((9,), 0.5), adapter="tiny")
+    model.set_multicue_adapter("tiny")
+    output = model(model.image_processor.crop_image(photo), labels=torch.full((9,), 0.5))
     output.loss.backward()
     assert model.adapters["tiny"].fc[0].weight.grad is not None
     assert model.clip.text_model.embeddings.token_embedding.weight.grad is None

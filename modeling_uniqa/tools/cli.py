@@ -185,8 +185,10 @@ def export_command(args: argparse.Namespace) -> int:
 
 def info_command(args: argparse.Namespace) -> int:
     from ..configuration_uniqa import UniQAConfig
+    from ..image_processing_uniqa import UniQAImageProcessor
 
     config = UniQAConfig.from_pretrained(args.model or default_model())
+    processor = UniQAImageProcessor.from_pretrained(args.model or default_model())
     vision, text = config.vision_config, config.text_config
     print(f"model: {args.model or default_model()}")
     print(
@@ -211,7 +213,10 @@ def info_command(args: argparse.Namespace) -> int:
     for name, meta in config.adapters.items():
         extras = ", ".join(f"{k}={v}" for k, v in meta.items() if k != "task" and v is not None)
         print(f"  {name}: {meta['task']}; {extras}")
-    print(f"test-time crops: {config.crop_mode}, {config.crops} crops, max side {config.max_side or 'none'}")
+    print(
+        f"test-time crops: {processor.crop_mode}, {processor.crops} crops of {processor.crop_size} px, "
+        f"max side {processor.max_side or 'none'}"
+    )
     return 0
 
 

@@ -12,7 +12,7 @@ import torch
 from transformers import CLIPTextConfig, CLIPTokenizerFast, CLIPVisionConfig
 
 from ..adapter import MultiCueAdapter
-from ..configuration_uniqa import UniQAConfig
+from ..configuration_uniqa import BOS_TOKEN_ID, EOS_TOKEN_ID, PAD_TOKEN_ID, UniQAConfig
 from ..image_processing_uniqa import UniQAImageProcessor
 from ..modeling_uniqa import UniQAModel
 
@@ -134,9 +134,9 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> UniQAConfig:
         hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
         projection_dim=state["text_projection"].shape[1],
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=0,
+        bos_token_id=BOS_TOKEN_ID,
+        eos_token_id=EOS_TOKEN_ID,
+        pad_token_id=PAD_TOKEN_ID,
     )
     return UniQAConfig(
         text_config=text,
@@ -264,7 +264,7 @@ def convert_checkpoint(
     if adapter is not None:
         adapter_state = load_adapter_checkpoint(adapter)
         bottleneck = adapter_state["fc.0.weight"].shape[0]
-        module: MultiCueAdapter = model.add_adapter(
+        module: MultiCueAdapter = model.add_multicue_adapter(
             adapter_name,
             task=adapter_task,
             bottleneck_dim=bottleneck,
@@ -333,7 +333,9 @@ Assessment", arXiv 2406.01069) in the `modeling_uniqa` format. Tasks: {", ".join
 
 ## Preprocessing
 Pixels in [0, 1], CLIP mean/std normalisation, {vision.image_size}x{vision.image_size} crops of the un-resized
-image (images smaller than a crop are upscaled). Default: a deterministic grid of up to {config.crops} crops, the
+image (images smaller than a crop are upscaled). Default: a deterministic grid of up to {
+        model.image_processor.crops
+    } crops, the
 image score being the mean crop score; the paper's random 10-crop protocol is `crop_mode="random", crops=10`.
 
 ## Use

@@ -47,10 +47,9 @@ class PixelsToScores(nn.Module):
             self.register_buffer("logit_scale", model.clip.logit_scale.detach().clone())
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embeds = self.tower(pixel_values)
-        if self.adapter is not None:
-            embeds = self.adapter(embeds)
-        return self.level_head(embeds, self.text_embeds, self.levels, self.logit_scale)
+        return self.level_head(
+            self.tower(pixel_values), self.text_embeds, self.levels, self.logit_scale, adapter=self.adapter
+        )
 
 
 def export_onnx(

@@ -1,4 +1,6 @@
-"""Quality / aesthetics captions for images, for the pre-training corpus (method.md §1, §6).
+"""Quality / aesthetics captions for images, for the pre-training corpus.
+
+See docs/method.md, "Captions and comment purification".
 
 Two captioners with one interface, `captioner(requests) -> list[list[str]]` (captions per request):
 

@@ -1,4 +1,4 @@
-"""Contrastive vision-language pre-training of UniQA's CLIP towers (method.md §1, §6).
+"""Contrastive vision-language pre-training of UniQA's CLIP towers (docs/method.md, "Pre-training").
 
 Symmetric InfoNCE on (image, caption) pairs with both towers trained, run by `transformers.Trainer` (gradient
 accumulation, bf16/fp16 autocast, gradient checkpointing, checkpoints every N steps, exact resume) and by
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from transformers import CLIPTextConfig, CLIPVisionConfig, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..configuration_uniqa import UniQAConfig
+from ..configuration_uniqa import BOS_TOKEN_ID, EOS_TOKEN_ID, PAD_TOKEN_ID, UniQAConfig
 from ..modeling_uniqa import UniQAModel
 from ..tools.conversion import write_tokenizer
 from .metrics import iqa_metrics
@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learned temperature at 100
 
-# The authors' optimiser (method.md §6): Adam(W) lr 5e-6, betas (0.9, 0.98), eps 1e-6, weight decay 0.2. Right for
-# fine-tuning a pre-trained ViT-B/16; a model trained from a random init needs a far higher lr (set it in its config).
+# The authors' optimiser (docs/method.md, "Pre-training"): Adam(W) lr 5e-6, betas (0.9, 0.98), eps 1e-6, weight
+# decay 0.2. Right for fine-tuning a pre-trained ViT-B/16; a model trained from a random init needs a far higher lr
+# (set it in its config).
 AUTHORS_OPTIMIZER = {
     "learning_rate": 5e-6,
     "adam_beta1": 0.9,
@@ -753,7 +754,12 @@ def build_model(
 ) -> UniQAModel:
     """A randomly initialised UniQA model from tower sizes (CLIP defaults for what is not given), with the CLIP
     tokenizer written to `tokenizer_dir`. Seeded: the same arguments give the same weights."""
-    text = {"eos_token_id": 49407, "bos_token_id": 49406, "pad_token_id": 0, "hidden_act": "quick_gelu"}
+    text = {
+        "eos_token_id": EOS_TOKEN_ID,
+        "bos_token_id": BOS_TOKEN_ID,
+        "pad_token_id": PAD_TOKEN_ID,
+        "hidden_act": "quick_gelu",
+    }
     vision = {"hidden_act": "quick_gelu"}
     text.update(text_config)
     vision.update(vision_config)

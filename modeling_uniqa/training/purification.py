@@ -1,4 +1,6 @@
-"""Aesthetic-comment purification (method.md §1): keep the user comments that say something about aesthetics.
+"""Aesthetic-comment purification: keep the user comments that say something about aesthetics.
+
+See docs/method.md, "Captions and comment purification".
 
 Each comment of an image is scored for
 * **relevance**: cosine similarity (sentence embeddings) to the image's generated aesthetic description and to a

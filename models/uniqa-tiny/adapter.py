@@ -1,4 +1,4 @@
-"""The multi-cue adapter and the level-prompt scoring head (method.md §3-4)."""
+"""The multi-cue adapter and the level-prompt scoring head (docs/method.md, "Scores" and "The multi-cue adapter")."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from torch import nn
 
 
 class LevelPromptHead(nn.Module):
-    """Scores image embeddings against groups of level prompts.
+    """Scores image embeddings against groups of level prompts, optionally through a multi-cue adapter.
 
     For each group, a softmax over `logit_scale.exp() * cos(image, prompt_k)` weights the level values; the
-    score is the mean of the group scores. Stateless: prompts, levels and the temperature are inputs.
+    score is the mean of the group scores. Stateless: adapter, prompts, levels and the temperature are inputs.
+    This is the one implementation of adapter -> level-prompt scoring: the model's `forward`, `score`, adapter
+    fine-tuning and the ONNX export all call it.
     """
 
     def forward(
@@ -21,17 +23,21 @@ class LevelPromptHead(nn.Module):
         text_embeds: torch.Tensor,
         levels: torch.Tensor,
         logit_scale: torch.Tensor,
+        adapter: MultiCueAdapter | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             image_embeds: `(N, D)` raw (unnormalised) image embeddings.
             text_embeds: `(G, K, D)` L2-normalised prompt embeddings, `G` groups of `K` levels.
-            levels: `(K,)` value of each level, worst first.
+            levels: `(K,)` value of each level, worst first (an adapter's own learned `levels` when it scores).
             logit_scale: scalar log-temperature.
+            adapter: a [`MultiCueAdapter`] applied to the raw embeddings first (its visual cue), or `None`.
 
         Returns:
             `scores` of shape `(N,)` in `[min(levels), max(levels)]` and `probs` of shape `(N, G, K)`.
         """
+        if adapter is not None:
+            image_embeds = adapter(image_embeds)
         image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
         logits = logit_scale.exp() * torch.einsum("nd,gkd->ngk", image_embeds, text_embeds.to(image_embeds.dtype))
         probs = logits.softmax(dim=-1)

@@ -18,8 +18,9 @@ from transformers.utils import ModelOutput
 
 from .adapter import LevelPromptHead, MultiCueAdapter
 from .configuration_uniqa import TASKS, UniQAConfig
-from .image_processing_uniqa import ImageInput, UniQAImageProcessor, default_num_workers, map_in_threads
+from .image_processing_uniqa import ImageInput, UniQAImageProcessor
 from .pipeline_uniqa import ImageQualityAssessmentPipeline
+from .scoring_uniqa import ScoreDetails, ScoringEngine
 
 
 @dataclass
@@ -33,30 +34,14 @@ class UniQAOutput(ModelOutput):
         level_probs (`torch.FloatTensor` of shape `(N, G, K)`): softmax over the `K` level prompts of each of
             the `G` prompt groups.
         image_embeds (`torch.FloatTensor` of shape `(N, D)`): raw projected image embeddings (before the adapter).
+        prompt_embeds (`torch.FloatTensor` of shape `(G, K, D)`): the L2-normalised prompt embeddings scored against.
     """
 
     loss: torch.FloatTensor | None = None
     scores: torch.FloatTensor | None = None
     level_probs: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
-
-
-@dataclass
-class ScoreDetails:
-    """Per-image results of `UniQAModel.score(..., return_details=True)`.
-
-    Args:
-        scores: `(N,)` image scores (crop means), higher is better.
-        level_probs: `(N, G, K)` level-prompt probabilities per group, averaged over crops.
-        groups: the `G` prompt-group names. levels: the `K` level values, worst first.
-    """
-
-    scores: torch.Tensor
-    level_probs: torch.Tensor
-    groups: list[str]
-    levels: list[float]
-    task: str
-    adapter: str | None
+    prompt_embeds: torch.FloatTensor | None = None
 
 
 PromptSetLike = str | Mapping[str, Any]
@@ -80,52 +65,6 @@ def _pooled(output: torch.Tensor | ModelOutput) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """`"fp32"`/`"bf16"`/`"fp16"` (or their long names, or a `torch.dtype`) -> `torch.dtype`; `None` stays `None`."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch.dtype, not {dtype!r}")
-    return DTYPES[dtype]
-
-
-def _full_device(device: str | torch.device) -> torch.device:
-    """`"cuda"` -> `cuda:<current index>`, so that it compares equal to a parameter's device."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def _converted(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A frozen copy of a parameter or buffer on `device`; floating-point tensors in `dtype`."""
-    converted = tensor.detach().to(device, dtype if tensor.is_floating_point() else tensor.dtype)
-    return nn.Parameter(converted, requires_grad=False) if isinstance(tensor, nn.Parameter) else converted
-
-
-class ImageTower(nn.Module):
-    """CLIP's vision transformer and visual projection: `(N, 3, S, S)` pixels -> `(N, D)` raw image embeddings,
-    the same as `CLIPModel.get_image_features`."""
-
-    def __init__(self, vision_model: nn.Module, visual_projection: nn.Module):
-        super().__init__()
-        self.vision_model = vision_model
-        self.visual_projection = visual_projection
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
-
-
 class UniQAPreTrainedModel(PreTrainedModel):
     config_class = UniQAConfig
     base_model_prefix = "uniqa"
@@ -143,7 +82,10 @@ class UniQAPreTrainedModel(PreTrainedModel):
 class UniQAModel(UniQAPreTrainedModel):
     """UniQA model.
 
-    `clip` holds the CLIP towers (transformers' `CLIPModel`); `adapters` holds the named [`MultiCueAdapter`]s.
+    `clip` holds the CLIP towers (transformers' `CLIPModel`); `level_head` scores image embeddings against level
+    prompts; `adapters` holds the named [`MultiCueAdapter`]s, the paper's trained heads, managed with the
+    `*_multicue_adapter` methods. These names are UniQA's own: transformers' PEFT integration (`add_adapter`,
+    `load_adapter`, `set_adapter`, ... for LoRA through `peft`) works on the same model, untouched.
     Scores are level-weighted prompt probabilities, in `[min(levels), max(levels)]`, higher is better.
     """
 
@@ -166,11 +108,11 @@ class UniQAModel(UniQAPreTrainedModel):
                 for name, meta in config.adapters.items()
             }
         )
-        self.active_adapter: str | None = None
+        self.active_multicue_adapter: str | None = None  # the adapter `forward` and `score` use by default
         self._text_embeds_cache: dict[tuple, torch.Tensor] = {}
         self._tokenizer = None
         self._image_processor: UniQAImageProcessor | None = None
-        self._image_towers: dict[tuple, tuple] = {}  # converted / compiled copies made by `image_tower`
+        self.scoring_engine = ScoringEngine(self)  # batched image scoring; holds converted copies of the tower
         self.post_init()
 
     # ----------------------------------------------------------------------------------------------------------
@@ -179,9 +121,18 @@ class UniQAModel(UniQAPreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, **kwargs):
         """As `PreTrainedModel.from_pretrained`; also loads the tokenizer and image processor saved with the model,
-        from the same place and `revision`."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        from the same place and `revision`. A multi-cue adapter folder (written by `save_multicue_adapter`) loads
+        its base model (with the same keyword arguments) and then the adapter; PEFT adapter folders and
+        `adapter_kwargs` go to transformers' PEFT integration as usual."""
         hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder") if k in kwargs}
+        adapter_config = _multicue_adapter_config(pretrained_model_name_or_path, hub)
+        if adapter_config is not None:
+            model = cls.from_pretrained(adapter_config["base_model_name_or_path"], *model_args, **kwargs)
+            model.load_multicue_adapter(
+                pretrained_model_name_or_path, revision=hub.get("revision"), token=hub.get("token")
+            )
+            return model
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         try:
             tokenizer = CLIPTokenizerFast.from_pretrained(pretrained_model_name_or_path, **hub)
         except (OSError, ValueError, TypeError):
@@ -210,14 +161,10 @@ class UniQAModel(UniQAPreTrainedModel):
 
     @property
     def image_processor(self) -> UniQAImageProcessor:
-        """The image processor saved with the model, or one built from the config."""
+        """The image processor saved with the model, or a default one for the vision tower's input size. It is the
+        one place that holds the test-time crop settings."""
         if self._image_processor is None:
-            self._image_processor = UniQAImageProcessor(
-                crop_size=self.config.vision_config.image_size,
-                crop_mode=self.config.crop_mode,
-                crops=self.config.crops,
-                max_side=self.config.max_side,
-            )
+            self._image_processor = UniQAImageProcessor(crop_size=self.config.vision_config.image_size)
         return self._image_processor
 
     @image_processor.setter
@@ -293,10 +240,7 @@ class UniQAModel(UniQAPreTrainedModel):
         if isinstance(prompt_set, Mapping):
             return task or prompt_set.get("task") or "quality", adapter, _checked_prompt_set(prompt_set)
         if adapter is not None:
-            if adapter not in self.config.adapters:
-                known = ", ".join(self.config.adapters) or "none"
-                raise ValueError(f"unknown adapter {adapter!r} (this model has: {known})")
-            meta = self.config.adapters[adapter]
+            meta = self.check_multicue_adapter(adapter)
             if task is not None and task != meta["task"]:
                 raise ValueError(f"adapter {adapter!r} scores {meta['task']}, not {task}")
             return meta["task"], adapter, prompt_set or meta.get("prompt_set", "level5")
@@ -338,34 +282,56 @@ class UniQAModel(UniQAPreTrainedModel):
     def forward(
         self,
         pixel_values: torch.Tensor,
+        prompt_input_ids: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        task: str | None = None,
-        adapter: str | None = None,
-        prompt_set: PromptSetLike | None = None,
         return_dict: bool | None = None,
     ) -> UniQAOutput | tuple:
-        """Score crops.
+        """Score crops against groups of level prompts, through the active multi-cue adapter if one is set.
 
         Args:
             pixel_values: `(N, 3, S, S)` normalised crops (see [`UniQAImageProcessor`]).
+            prompt_input_ids: `(G, K, L)` token ids of `G` groups of `K` level prompts, worst first (e.g. from
+                `model.tokenizer`); `prompt_attention_mask` of the same shape.
+            prompt_embeds: `(G, K, D)` L2-normalised prompt embeddings instead of ids (e.g. `model.prompt_embeds(
+                "level5")`, cached). With neither, the prompt set of the active adapter (or the quality task's) is
+                encoded with the model's tokenizer.
             labels: `(N,)` targets in the score's scale (normalised MOS in [0, 1]); adds an MSE `loss`.
-            task, adapter, prompt_set: what to score (see [`~UniQAModel.score`]); `adapter` defaults to
-                `model.active_adapter`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        task, adapter, prompt_set = self.resolve(task, adapter or self.active_adapter, prompt_set)
+        adapter = self.active_multicue_adapter
+        if prompt_embeds is None and prompt_input_ids is not None:
+            groups, levels_count, length = prompt_input_ids.shape
+            mask = prompt_attention_mask.reshape(-1, length) if prompt_attention_mask is not None else None
+            text = self.get_text_features(prompt_input_ids.reshape(-1, length), mask)
+            prompt_embeds = (text / text.norm(dim=-1, keepdim=True)).view(groups, levels_count, -1)
+        if prompt_embeds is None:
+            _, _, prompt_set = self.resolve(adapter=adapter)
+            prompt_embeds = self.prompt_embeds(prompt_set)
+        levels = self.levels_for(adapter)
+        if len(levels) != prompt_embeds.shape[1]:
+            raise ValueError(f"{prompt_embeds.shape[1]} prompts per group for {len(levels)} levels")
         image_embeds = self.get_image_features(pixel_values)
-        adapted = self.adapters[adapter](image_embeds) if adapter is not None else image_embeds
         scores, level_probs = self.level_head(
-            adapted, self.prompt_embeds(prompt_set), self.levels_for(adapter, prompt_set), self.clip.logit_scale
+            image_embeds,
+            prompt_embeds,
+            levels,
+            self.clip.logit_scale,
+            adapter=self.adapters[adapter] if adapter is not None else None,
         )
         loss = None
         if labels is not None:
             loss = nn.functional.mse_loss(scores.float(), labels.to(scores.device, torch.float32))
         if not return_dict:
-            output = (scores, level_probs, image_embeds)
+            output = (scores, level_probs, image_embeds, prompt_embeds)
             return ((loss,) + output) if loss is not None else output
-        return UniQAOutput(loss=loss, scores=scores, level_probs=level_probs, image_embeds=image_embeds)
+        return UniQAOutput(
+            loss=loss, scores=scores, level_probs=level_probs, image_embeds=image_embeds, prompt_embeds=prompt_embeds
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Scoring images: the engine in `scoring_uniqa.py`.
 
     def image_tower(
         self, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None, compile: bool = False
@@ -373,31 +339,12 @@ class UniQAModel(UniQAPreTrainedModel):
         """The vision tower and its projection as one module: `(N, 3, S, S)` pixels -> `(N, D)` raw embeddings.
 
         In the model's own dtype and device it shares the model's weights. Another `dtype` (`"bf16"`, `"fp16"`,
-        `"fp32"` or a `torch.dtype`) or `device` gives a converted copy, made once and cached until the weights
+        `"fp32"` or a `torch.dtype`) or `device` gives a converted copy, made once and kept until the weights
         change (so `score(dtype="bf16")` leaves the model itself in fp32). `compile=True` wraps it in
         `torch.compile` (compiled once per shape; inductor caches the kernels on disk across runs).
         """
-        dtype = resolve_dtype(dtype) or self.dtype
-        device = _full_device(device) if device is not None else self.device
-        parts = ImageTower(self.clip.vision_model, self.clip.visual_projection)
-        same = dtype == self.dtype and device == self.device
-        if same and not compile:
-            return parts
-        version = tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in parts.state_dict().values())
-        towers = self._image_towers
-        key = (dtype, str(device), compile)
-        if key in towers and towers[key][0] == version:
-            return towers[key][1]
-        tower = parts
-        if not same:  # convert tensor by tensor into the copy (no transient full-precision duplicate)
-            memo = {id(t): _converted(t, device, dtype) for t in (*parts.parameters(), *parts.buffers())}
-            tower = copy.deepcopy(parts, memo).eval()
-        if compile:
-            tower = torch.compile(tower)
-        towers[key] = (version, tower)
-        return tower
+        return self.scoring_engine.image_tower(dtype, device, compile)
 
-    @torch.inference_mode()
     def score(
         self,
         images: ImageInput | Sequence[ImageInput],
@@ -421,8 +368,8 @@ class UniQAModel(UniQAPreTrainedModel):
         Args:
             images: one or several paths, PIL images or numpy arrays (any mode; EXIF orientation applied).
             task: `"quality"` (default) or `"aesthetics"`; implied by `adapter` or `prompt_set` when given.
-            adapter: name of a trained adapter (default: `active_adapter`); `None` scores zero-shot with the task's
-                prompt set.
+            adapter: name of a trained multi-cue adapter (default: `active_multicue_adapter`); `None` scores
+                zero-shot with the task's prompt set.
             prompt_set: zero-shot prompt set: a name (`"level5"`, `"ensemble20"`, `"aesthetics20"`, ...) or an
                 ad-hoc mapping such as `{"groups": {"light": ["a dark photo", "a bright photo"]}}` (see `resolve`).
             batch_size: crops per forward pass. Crops of consecutive images share batches, so every batch but
@@ -443,89 +390,35 @@ class UniQAModel(UniQAPreTrainedModel):
         Returns:
             `(len(images),)` float32 tensor on the CPU, in `score_range()` unless `mos_range` is given.
         """
-        if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
-            images = [images]
-        task, adapter, prompt_set = self.resolve(task, adapter or self.active_adapter, prompt_set)
-        groups = self.prompt_groups(prompt_set)
-        levels = self.levels_for(adapter, prompt_set).detach()
-        text_embeds = self.prompt_embeds(prompt_set)
-        tower = self.image_tower(dtype, device, compile)
-        tower_param = next(tower.parameters())
-        pin = tower_param.device.type == "cuda"
-        sums = torch.zeros(len(images), dtype=torch.float64)
-        prob_sums = torch.zeros(len(images), len(groups), len(levels), dtype=torch.float64)
-        counts = torch.zeros(len(images), dtype=torch.float64)
-
-        # The prompt head's small ops cost more in thread wake-ups than in arithmetic (10x on a busy 2-core CPU),
-        # so embeddings are gathered and scored in chunks of `head_chunk` crops.
-        head_chunk = max(batch_size, 4096)
-        gathered: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-        def score_gathered() -> None:
-            embeds = torch.cat([e for e, _ in gathered]).to(self.device, self.dtype)
-            owner = torch.cat([o for _, o in gathered])
-            gathered.clear()
-            if adapter is not None:
-                embeds = self.adapters[adapter](embeds)
-            scores, probs = self.level_head(embeds, text_embeds, levels, self.clip.logit_scale)
-            sums.index_add_(0, owner, scores.double().cpu())
-            prob_sums.index_add_(0, owner, probs.double().cpu())
-            counts.index_add_(0, owner, torch.ones(len(owner), dtype=torch.float64))
-
-        def run(pixels: torch.Tensor, owner: torch.Tensor) -> None:
-            # uint8 crops travel to the tower's device and are normalised there (4x fewer bytes to copy)
-            pixels = pixels.pin_memory() if pin else pixels
-            pixels = processor.normalize(pixels.to(tower_param.device, non_blocking=pin))
-            gathered.append((tower(pixels.to(tower_param.dtype)), owner))
-            if sum(len(o) for _, o in gathered) >= head_chunk:
-                score_gathered()
-
-        processor = self.image_processor
-        workers = default_num_workers() if num_workers is None else num_workers
-        crop_stream = map_in_threads(
-            lambda image: processor.crop_image(image, crop_mode, crops, max_side, seed, normalize=False),
+        return self.scoring_engine.score(
             images,
-            workers,
-        )
-        buffered: list[torch.Tensor] = []
-        owners: list[torch.Tensor] = []
-        count = 0
-        for i, pixels in enumerate(crop_stream):
-            buffered.append(pixels)
-            owners.append(torch.full((len(pixels),), i))
-            count += len(pixels)
-            if count < batch_size:
-                continue
-            pixels, owner = torch.cat(buffered), torch.cat(owners)
-            full = count - count % batch_size
-            for start in range(0, full, batch_size):
-                run(pixels[start : start + batch_size], owner[start : start + batch_size])
-            buffered, owners, count = [pixels[full:]], [owner[full:]], count - full
-        if count:
-            run(torch.cat(buffered), torch.cat(owners))
-        if gathered:
-            score_gathered()
-        scores = (sums / counts).float()
-        levels = levels.float().cpu()
-        if mos_range is not None:
-            low, high = mos_range
-            lo, hi = (0.0, 1.0) if adapter is not None else (float(levels.min()), float(levels.max()))
-            scores = low + (scores - lo) / (hi - lo) * (high - low)
-        if not return_details:
-            return scores
-        return ScoreDetails(
-            scores=scores,
-            level_probs=(prob_sums / counts.view(-1, 1, 1)).float(),
-            groups=list(groups),
-            levels=levels.tolist(),
             task=task,
             adapter=adapter,
+            prompt_set=prompt_set,
+            batch_size=batch_size,
+            crop_mode=crop_mode,
+            crops=crops,
+            max_side=max_side,
+            seed=seed,
+            mos_range=mos_range,
+            return_details=return_details,
+            dtype=dtype,
+            device=device,
+            num_workers=num_workers,
+            compile=compile,
         )
 
     # ----------------------------------------------------------------------------------------------------------
-    # Adapters.
+    # Multi-cue adapters (UniQA's named heads; LoRA goes through transformers' PEFT integration instead).
 
-    def add_adapter(
+    def check_multicue_adapter(self, name: str) -> dict[str, Any]:
+        """The metadata of adapter `name`; a `ValueError` naming the known adapters if there is none."""
+        if name not in self.config.adapters:
+            known = ", ".join(self.config.adapters) or "none"
+            raise ValueError(f"unknown adapter {name!r} (this model has: {known})")
+        return self.config.adapters[name]
+
+    def add_multicue_adapter(
         self,
         name: str,
         task: str = "quality",
@@ -553,22 +446,21 @@ class UniQAModel(UniQAPreTrainedModel):
         }
         return module
 
-    def set_adapter(self, name: str | None) -> None:
-        """Make `name` the adapter `forward` uses when none is passed (`None`: zero-shot)."""
-        if name is not None and name not in self.config.adapters:
-            raise ValueError(f"unknown adapter {name!r} (this model has: {', '.join(self.config.adapters) or 'none'})")
-        self.active_adapter = name
+    def set_multicue_adapter(self, name: str | None) -> None:
+        """Make `name` the adapter `forward` and `score` use when none is named (`None`: zero-shot)."""
+        if name is not None:
+            self.check_multicue_adapter(name)
+        self.active_multicue_adapter = name
 
-    def delete_adapter(self, name: str) -> None:
+    def delete_multicue_adapter(self, name: str) -> None:
         """Remove an adapter's weights and metadata."""
-        if name not in self.config.adapters:
-            raise ValueError(f"unknown adapter {name!r} (this model has: {', '.join(self.config.adapters) or 'none'})")
+        self.check_multicue_adapter(name)
         del self.adapters[name]
         del self.config.adapters[name]
-        if self.active_adapter == name:
-            self.active_adapter = None
+        if self.active_multicue_adapter == name:
+            self.active_multicue_adapter = None
 
-    def save_adapter(self, save_directory: str | os.PathLike, name: str) -> None:
+    def save_multicue_adapter(self, save_directory: str | os.PathLike, name: str) -> None:
         """Save one adapter alone in PEFT's layout: `adapter_config.json` + `adapter_model.safetensors` (+ a card).
 
         The config holds the adapter's metadata, its sizes, its prompt set's definition and the base model's
@@ -576,12 +468,10 @@ class UniQAModel(UniQAPreTrainedModel):
         """
         from safetensors.torch import save_file
 
-        if name not in self.config.adapters:
-            raise ValueError(f"unknown adapter {name!r} (this model has: {', '.join(self.config.adapters) or 'none'})")
-        meta = copy.deepcopy(self.config.adapters[name])
+        meta = copy.deepcopy(self.check_multicue_adapter(name))
         prompt_set = meta.get("prompt_set", "level5")
         config = {
-            "adapter_type": _ADAPTER_TYPE,
+            "adapter_type": MULTICUE_ADAPTER_TYPE,
             "adapter_name": name,
             "base_model_name_or_path": str(self.name_or_path or ""),
             "embed_dim": self.config.projection_dim,
@@ -596,19 +486,17 @@ class UniQAModel(UniQAPreTrainedModel):
         with open(os.path.join(save_directory, "README.md"), "w", encoding="utf-8") as handle:
             handle.write(_adapter_card(name, config))
 
-    def load_adapter(
+    def load_multicue_adapter(
         self,
         path_or_repo_id: str | os.PathLike,
         name: str | None = None,
         revision: str | None = None,
         token: str | bool | None = None,
-        adapter_name: str | None = None,
-        **kwargs,
     ) -> str:
-        """Load an adapter saved by `save_adapter`, from a folder or a Hub repo id; returns its name.
+        """Load an adapter saved by `save_multicue_adapter`, from a folder or a Hub repo id; returns its name.
 
-        `name` (or `adapter_name`) defaults to the saved one. A prompt set the model lacks is added from the saved
-        definition. Also called by `UniQAModel.from_pretrained(adapter_folder)`, which loads the base model first.
+        `name` defaults to the saved one. A prompt set the model lacks is added from the saved definition. Also
+        called by `UniQAModel.from_pretrained(adapter_folder)`, which loads the base model first.
         """
         folder = os.fspath(path_or_repo_id)
         if not os.path.isdir(folder):
@@ -623,18 +511,21 @@ class UniQAModel(UniQAPreTrainedModel):
             if not os.path.isfile(path):
                 raise FileNotFoundError(
                     f"{path}: missing; an adapter folder holds {ADAPTER_CONFIG_NAME} and "
-                    f"{ADAPTER_WEIGHTS_NAME} (written by `save_adapter`)"
+                    f"{ADAPTER_WEIGHTS_NAME} (written by `save_multicue_adapter`)"
                 )
         with open(config_path, encoding="utf-8") as handle:
             config = json.load(handle)
-        if config.get("adapter_type") != _ADAPTER_TYPE:
-            raise ValueError(f"{config_path}: not a UniQA adapter (adapter_type={config.get('adapter_type')!r})")
+        if config.get("adapter_type") != MULTICUE_ADAPTER_TYPE:
+            raise ValueError(
+                f"{config_path}: not a UniQA multi-cue adapter (adapter_type={config.get('adapter_type')!r}); "
+                "PEFT adapters (LoRA) load with `model.load_adapter`"
+            )
         if config["embed_dim"] != self.config.projection_dim:
             raise ValueError(
                 f"{config_path}: adapter for embeddings of size {config['embed_dim']}, "
                 f"this model's are {self.config.projection_dim}"
             )
-        name = name or adapter_name or config["adapter_name"]
+        name = name or config["adapter_name"]
         definition = config.pop("prompt_set_definition", None)
         prompt_set = config.get("prompt_set", "level5")
         if prompt_set not in self.config.prompt_sets:
@@ -645,15 +536,15 @@ class UniQAModel(UniQAPreTrainedModel):
 
         state = load_file(weights_path)
         meta = {k: v for k, v in config.items() if k not in _ADAPTER_FILE_KEYS}
-        module = self.add_adapter(name, **meta)
+        module = self.add_multicue_adapter(name, **meta)
         try:
             module.load_state_dict({k: v.to(self.device) for k, v in state.items()})
         except RuntimeError as error:
-            self.delete_adapter(name)
+            self.delete_multicue_adapter(name)
             raise ValueError(f"{weights_path}: weights do not fit the adapter ({error})") from error
         return name
 
-    def push_adapter_to_hub(
+    def push_multicue_adapter_to_hub(
         self,
         repo_id: str,
         name: str,
@@ -663,8 +554,8 @@ class UniQAModel(UniQAPreTrainedModel):
         revision: str | None = None,
         api: Any | None = None,
     ) -> Any:
-        """Save adapter `name` with `save_adapter` and upload the folder to the Hub repo `repo_id` (created if
-        needed). `api` is a `huggingface_hub.HfApi` (default: a new one with `token`)."""
+        """Save adapter `name` with `save_multicue_adapter` and upload the folder to the Hub repo `repo_id`
+        (created if needed). `api` is a `huggingface_hub.HfApi` (default: a new one with `token`)."""
         import tempfile
 
         if api is None:
@@ -673,7 +564,7 @@ class UniQAModel(UniQAPreTrainedModel):
             api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as folder:
-            self.save_adapter(folder, name)
+            self.save_multicue_adapter(folder, name)
             return api.upload_folder(
                 repo_id=repo_id,
                 folder_path=folder,
@@ -684,8 +575,29 @@ class UniQAModel(UniQAPreTrainedModel):
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-_ADAPTER_TYPE = "uniqa-multi-cue"
+MULTICUE_ADAPTER_TYPE = "uniqa-multi-cue"
 _ADAPTER_FILE_KEYS = ("adapter_type", "adapter_name", "base_model_name_or_path", "embed_dim")
+
+
+def _multicue_adapter_config(path_or_repo_id: str | os.PathLike, hub: dict[str, Any]) -> dict[str, Any] | None:
+    """The `adapter_config.json` of a multi-cue adapter folder or repo, or `None` for anything else."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(
+            os.fspath(path_or_repo_id),
+            ADAPTER_CONFIG_NAME,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            **hub,
+        )
+    except OSError:
+        return None
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    return config if config.get("adapter_type") == MULTICUE_ADAPTER_TYPE else None
 
 
 def _adapter_card(name: str, config: dict[str, Any]) -> str:
@@ -700,7 +612,7 @@ def _adapter_card(name: str, config: dict[str, Any]) -> str:
         "",
         "```python",
         "model = UniQAModel.from_pretrained(BASE_MODEL)",
-        f'model.load_adapter(THIS_FOLDER_OR_REPO)  # adds "{name}"',
+        f'model.load_multicue_adapter(THIS_FOLDER_OR_REPO)  # adds "{name}"',
         f'model.score("image.jpg", adapter="{name}", mos_range={config.get("mos_range") or (0, 1)})',
         "```",
     ]
