@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup demo default-model space bench gpu-check test test-main test-remote-457 lint format
+.PHONY: setup demo default-model real-protocol space bench gpu-check test test-main test-remote-457 lint format
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ demo: setup
 # ../shared/data/livec_jpg and, for the same result, Debian's mate-backgrounds).
 default-model: setup
 	OMP_NUM_THREADS=1 $(PY) -m training.build_default --fresh
+
+# The bundled model against two baselines on 10 random 80/20 splits of livec_jpg, with distortion curves
+# (`uniqa protocols compare`, docs/default-model.md "Judging the model"): training/results/real-protocol/.
+LIVEC ?= ../shared/data/livec_jpg
+real-protocol: setup
+	OMP_NUM_THREADS=1 $(PY) -m training.protocols compare --model models/uniqa-tiny --table $(LIVEC)/labels.csv \
+		--image-root $(LIVEC)/ChallengeDB_release/Images --mos-range 0 100 --out training/results/real-protocol \
+		--cache-dir out/feature_cache
 
 # The Gradio demo on http://127.0.0.1:7860 (spaces/ is also a ready Hugging Face Space).
 space: setup

@@ -3,9 +3,9 @@
     python benchmarks/gpu_check.py [--out DIR]     (or benchmarks/gpu_check.sh)
 
 Measures the bare vision tower's crops/s (bf16 and fp32), end-to-end `model.score` images/s and crops/s on 500x500
-JPEGs (deterministic 9-crop grid, decoding in worker threads, pinned-memory copies), peak GPU memory, and bf16 vs
-fp32 scores. Medians of 5 runs. Writes `<gpu>.json` and `<gpu>.md` into `--out` (default: `$OUT` if set, else
-`benchmarks/results/`).
+JPEGs (deterministic 9-crop grid, pinned-memory copies), decoding in worker threads and in worker processes
+(`decode=decoding_processes(n)`), peak GPU memory, and bf16 vs fp32 scores. Medians of 5 runs. Writes `<gpu>.json` and
+`<gpu>.md` into `--out` (default: `$OUT` if set, else `benchmarks/results/`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from run import photo_paths, srcc, tower_rate  # noqa: E402
 
 from modeling_uniqa import UniQAConfig, UniQAModel  # noqa: E402
 from modeling_uniqa.tools.conversion import write_tokenizer  # noqa: E402
+from modeling_uniqa.tools.decoding import decoding_processes  # noqa: E402
+
+DECODES = ("threads", "processes")
 
 
 def gpu_name() -> str:
@@ -41,7 +44,7 @@ def main() -> int:
     parser.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--images", type=int, default=512, help="images per end-to-end run")
-    parser.add_argument("--num-workers", type=int, default=min(16, os.cpu_count() or 1))
+    parser.add_argument("--num-workers", type=int, default=min(16, os.cpu_count() or 1), help="threads or processes")
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--dry-run-on-cpu", action="store_true", help="try the script out on a CPU (tiny sizes)")
     args = parser.parse_args()
@@ -75,7 +78,10 @@ def main() -> int:
         "tower": {},
         "end_to_end": {},
     }
-    model.score(paths[:64], batch_size=64, dtype="bf16", num_workers=args.num_workers)  # warm-up
+    pool = decoding_processes(args.num_workers)
+    decoders = {"threads": "threads", "processes": pool}
+    for decode in DECODES:  # warm-up (and the decoding processes' start)
+        model.score(paths[:64], batch_size=64, dtype="bf16", num_workers=args.num_workers, decode=decoders[decode])
     sync = cuda.synchronize if cuda else (lambda: None)
     reset = cuda.reset_peak_memory_stats if cuda else (lambda: None)
     peak = (lambda: cuda.max_memory_allocated() / 2**20) if cuda else (lambda: float("nan"))
@@ -89,22 +95,25 @@ def main() -> int:
                 "runs": rates,
                 "peak_memory_mib": peak(),
             }
-        reset()
-        runs = []
-        for _ in range(args.runs):
-            sync()
-            start = time.perf_counter()
-            model.score(paths, batch_size=batch, dtype="bf16", num_workers=args.num_workers)
-            sync()
-            runs.append(len(paths) / (time.perf_counter() - start))
-        images_s = statistics.median(runs)
-        results["end_to_end"][f"bf16/b{batch}"] = {
-            "images_s": images_s,
-            "crops_s": images_s * 9,
-            "runs": runs,
-            "vs_tower": images_s * 9 / results["tower"][f"bf16/b{batch}"]["crops_s"],
-            "peak_memory_mib": peak(),
-        }
+        for decode in DECODES:
+            reset()
+            runs = []
+            for _ in range(args.runs):
+                sync()
+                start = time.perf_counter()
+                model.score(
+                    paths, batch_size=batch, dtype="bf16", num_workers=args.num_workers, decode=decoders[decode]
+                )
+                sync()
+                runs.append(len(paths) / (time.perf_counter() - start))
+            images_s = statistics.median(runs)
+            results["end_to_end"][f"bf16/b{batch}/{decode}"] = {
+                "images_s": images_s,
+                "crops_s": images_s * 9,
+                "runs": runs,
+                "vs_tower": images_s * 9 / results["tower"][f"bf16/b{batch}"]["crops_s"],
+                "peak_memory_mib": peak(),
+            }
     fp32 = model.score(paths[:128], batch_size=64, num_workers=args.num_workers)
     bf16 = model.score(paths[:128], batch_size=64, dtype="bf16", num_workers=args.num_workers)
     results["accuracy"] = {
@@ -118,19 +127,20 @@ def main() -> int:
     (out / f"{results['machine']}.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [
         f"### {results['device']} (torch {results['torch']}, CUDA {results['cuda']}, "
-        f"{results['num_workers']} decoding threads)",
+        f"{results['num_workers']} decoding threads or processes)",
         "",
-        "| batch | tower bf16 crops/s | tower fp32 crops/s | end-to-end bf16 images/s (9 crops each) "
+        "| batch | tower bf16 crops/s | tower fp32 crops/s | decoding in | end-to-end bf16 images/s (9 crops each) "
         "| vs tower | peak GPU memory (end-to-end) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for batch in args.batches:
-        e2e = results["end_to_end"][f"bf16/b{batch}"]
-        lines.append(
-            f"| {batch} | {results['tower'][f'bf16/b{batch}']['crops_s']:.0f} "
-            f"| {results['tower'][f'fp32/b{batch}']['crops_s']:.0f} | {e2e['images_s']:.0f} "
-            f"| {e2e['vs_tower']:.0%} | {e2e['peak_memory_mib']:.0f} MiB |"
-        )
+        for decode in DECODES:
+            e2e = results["end_to_end"][f"bf16/b{batch}/{decode}"]
+            lines.append(
+                f"| {batch} | {results['tower'][f'bf16/b{batch}']['crops_s']:.0f} "
+                f"| {results['tower'][f'fp32/b{batch}']['crops_s']:.0f} | {decode} | {e2e['images_s']:.0f} "
+                f"| {e2e['vs_tower']:.0%} | {e2e['peak_memory_mib']:.0f} MiB |"
+            )
     acc = results["accuracy"]
     summary = f"SRCC {acc['srcc']:.4f}, max |delta| {acc['max_abs_delta']:.4f}"
     lines += ["", f"bf16 vs fp32 scores ({acc['images']} images): {summary}."]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import os
 from typing import Any
 
 from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
@@ -84,6 +86,21 @@ DEFAULT_PROMPT_SETS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_TASK_PROMPT_SETS = {"quality": "ensemble20", "aesthetics": "aesthetics20"}
+
+# Bounds on tower sizes, checked before any weight is allocated: a config from a stranger with a billion layers or
+# a 10^6-pixel input is refused with the field's name instead of hanging the machine. Generous for real CLIPs
+# (ViT-bigG: width 1664, 48 layers, 16 heads; text context 77).
+SIZE_LIMITS = {
+    "hidden_size": 16_384,
+    "intermediate_size": 65_536,
+    "num_hidden_layers": 256,
+    "num_attention_heads": 1_024,
+    "image_size": 4_096,
+    "patch_size": 1_024,
+    "vocab_size": 1_000_000,
+    "max_position_embeddings": 65_536,
+    "projection_dim": 16_384,
+}
 
 
 class UniQAConfig(PretrainedConfig):
@@ -176,10 +193,43 @@ class UniQAConfig(PretrainedConfig):
             },
         )
         super().__init__(**kwargs)
+        self._validate_sizes()
         self._validate_prompt_sets()
+
+    def _validate_sizes(self) -> None:
+        """Refuse sizes outside `SIZE_LIMITS` and non-finite scalars, naming the field."""
+        fields = [("projection_dim", self.projection_dim)]
+        for tower in ("vision_config", "text_config"):
+            sub = getattr(self, tower)
+            fields += [(f"{tower}.{name}", getattr(sub, name, None)) for name in SIZE_LIMITS if hasattr(sub, name)]
+        for name, value in fields:
+            limit = SIZE_LIMITS[name.rsplit(".", 1)[-1]]
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+                raise ValueError(f"{name} = {value!r}: must be an integer from 1 to {limit}")
+        vision = self.vision_config
+        if vision.image_size % vision.patch_size:
+            raise ValueError(f"vision_config.image_size {vision.image_size} is not a multiple of patch_size")
+        numbers = {"logit_scale_init_value": [self.logit_scale_init_value], "levels": self.levels}
+        for name, values in numbers.items():
+            if not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+            ):
+                raise ValueError(f"{name} = {values!r}: must be finite numbers")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `PretrainedConfig.from_pretrained`; a malformed or absurd `config.json` raises a `ValueError` that
+        names the file and the field."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            where = os.path.join(os.fspath(pretrained_model_name_or_path), "config.json")
+            raise ValueError(f"{where}: {error}") from error
 
     def _validate_prompt_sets(self) -> None:
         for name, prompt_set in self.prompt_sets.items():
+            if not isinstance(prompt_set, dict) or not isinstance(prompt_set.get("groups"), dict):
+                raise ValueError(f"prompt set {name!r}: must be {{'task': ..., 'groups': {{name: [prompts]}}}}")
             if prompt_set.get("task") not in TASKS:
                 raise ValueError(f"prompt set {name!r}: task must be one of {TASKS}, not {prompt_set.get('task')!r}")
             for group, prompts in prompt_set["groups"].items():

@@ -7,13 +7,15 @@ turns any image into such crops, deterministically by default, with CLIP's norma
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
+import re
 import stat
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,8 +27,9 @@ from transformers.image_processing_utils import BaseImageProcessor
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CROP_MODES = ("grid", "random", "center")
+MAX_CROP_SIZE, MAX_CROPS = 4_096, 1_024  # bounds on a model folder's settings, checked before any work
 
-ImageInput = str | os.PathLike | Image.Image | np.ndarray
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
 def _to_8bit(array: np.ndarray) -> np.ndarray:
@@ -68,11 +71,14 @@ _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b
 _AVIF_BRANDS = {b"avif", b"avis"}
 
 
-def _sniff(path: str) -> str | None:
-    """Name what a file Pillow cannot identify holds, from its first bytes: `"empty"`, `"heif"`, `"avif"`,
-    `"jxl"`, `"text"` or `None`."""
-    with open(path, "rb") as handle:
-        head = handle.read(512)
+def _sniff(source: str | bytes) -> str | None:
+    """Name what a file (its path) or encoded image (its bytes) Pillow cannot identify holds, from its first bytes:
+    `"empty"`, `"heif"`, `"avif"`, `"jxl"`, `"text"` or `None`."""
+    if isinstance(source, bytes):
+        head = source[:512]
+    else:
+        with open(source, "rb") as handle:
+            head = handle.read(512)
     if not head:
         return "empty"
     if head[4:8] == b"ftyp":
@@ -108,14 +114,27 @@ _UNSUPPORTED = {
 }
 
 
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 class _NotRegularFileError(OSError):
     """A path that exists but is not a regular file or a folder."""
 
 
-def _open_error_reason(path: str, error: BaseException) -> str:
-    """A short, readable reason why `path` could not be read as an image."""
+class ImageReadError(ValueError):
+    """An input that cannot be read as an image; the message names the file and the reason."""
+
+
+def _open_error_reason(path: str | bytes, error: BaseException) -> str:
+    """A short, readable reason why `path` (or encoded image bytes) could not be read as an image."""
     if isinstance(error, FileNotFoundError):
-        return f"broken symbolic link (to {os.readlink(path)!r})" if os.path.islink(path) else "no such file"
+        if os.path.islink(path):
+            return f"broken symbolic link (to {os.readlink(path)!r})"
+        url = _URL.match(path)
+        if url:
+            fix = "give the path itself" if url.group(1).lower() == "file" else "download the image first"
+            return f"a {url.group(1)}:// URL: only local files are read ({fix})"
+        return "no such file"
     if isinstance(error, IsADirectoryError):
         return "is a directory, not a file"
     if isinstance(error, PermissionError):
@@ -134,14 +153,16 @@ def _open_error_reason(path: str, error: BaseException) -> str:
     return f"corrupt or unsupported image data ({type(error).__name__}: {error})"
 
 
-def _open_path(path: str, background: tuple[int, int, int]) -> Image.Image:
-    """Decode the first frame of an image file fully, upright, as RGB; refuse images over the pixel limit."""
-    mode = os.stat(path).st_mode
-    if stat.S_ISDIR(mode):
-        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
-    if not stat.S_ISREG(mode):  # opening a FIFO would block forever
-        raise _NotRegularFileError(path)
-    with Image.open(path) as opened:
+def _open_source(source: str | bytes, background: tuple[int, int, int]) -> Image.Image:
+    """Decode the first frame of an image file (its path) or encoded image (its bytes) fully, upright, as RGB;
+    refuse images over the pixel limit."""
+    if not isinstance(source, bytes):
+        mode = os.stat(source).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", source)
+        if not stat.S_ISREG(mode):  # opening a FIFO would block forever
+            raise _NotRegularFileError(source)
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
         limit = Image.MAX_IMAGE_PIXELS
         width, height = opened.size
         if limit and width * height > limit:
@@ -157,24 +178,25 @@ def _open_path(path: str, background: tuple[int, int, int]) -> Image.Image:
 
 
 def load_image(image: ImageInput, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Load a path, PIL image or array as an upright 8-bit RGB PIL image.
+    """Load a path, encoded image bytes (a file's contents), PIL image or array as an upright 8-bit RGB PIL image.
 
-    Paths are decoded fully (so a truncated file fails here) and EXIF orientation is applied; animated files
-    (GIF, WebP, APNG) give their first frame. Any file that cannot be read raises a `ValueError` that names the
-    file and the reason, including images over Pillow's decompression-bomb limit `PIL.Image.MAX_IMAGE_PIXELS`
-    (refused before decoding) and formats without an installed decoder (HEIC without `pillow-heif`).
-    Arrays: `(H, W)`, `(H, W, 1|3|4)`; uint8, uint16 or floats in [0, 1].
+    Paths and bytes are decoded fully (so a truncated file fails here) and EXIF orientation is applied; animated
+    files (GIF, WebP, APNG) give their first frame. Any file that cannot be read raises an `ImageReadError` (a
+    `ValueError`) that names the file (bytes: no name) and the reason, including images over Pillow's
+    decompression-bomb limit `PIL.Image.MAX_IMAGE_PIXELS` (refused before decoding) and formats without an installed
+    decoder (HEIC without `pillow-heif`). Arrays: `(H, W)`, `(H, W, 1|3|4)`; uint8, uint16 or floats in [0, 1].
     """
-    if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
+    if isinstance(image, (str, os.PathLike, bytes)):
+        source = image if isinstance(image, bytes) else os.fspath(image)
+        name = "" if isinstance(image, bytes) else f"{source}: "
         try:
-            return _open_path(path, background)
+            return _open_source(source, background)
         except UnidentifiedImageError as error:
-            if _sniff(path) == "heif" and _register_heif_plugin():
-                return load_image(path, background)
-            raise ValueError(f"{path}: cannot read image: {_open_error_reason(path, error)}") from error
+            if _sniff(source) == "heif" and _register_heif_plugin():
+                return load_image(source, background)
+            raise ImageReadError(f"{name}cannot read image: {_open_error_reason(source, error)}") from error
         except Exception as error:  # any decoder failure becomes a per-file error, never a crash of the batch
-            raise ValueError(f"{path}: cannot read image: {_open_error_reason(path, error)}") from error
+            raise ImageReadError(f"{name}cannot read image: {_open_error_reason(source, error)}") from error
     if isinstance(image, np.ndarray):
         array = image
         if array.ndim == 3 and array.shape[-1] == 1:
@@ -184,7 +206,15 @@ def load_image(image: ImageInput, background: tuple[int, int, int] = (255, 255, 
         return to_rgb(Image.fromarray(_to_8bit(array)), background)
     if isinstance(image, Image.Image):
         return to_rgb(ImageOps.exif_transpose(image), background)
-    raise TypeError(f"unsupported image type {type(image).__name__}: pass a path, a PIL image or a numpy array")
+    raise TypeError(
+        f"unsupported image type {type(image).__name__}: pass a path, encoded bytes, a PIL image or a numpy array"
+    )
+
+
+def window_positions(extent: int, window: int, count: int) -> list[int]:
+    """Start offsets of `count` evenly spaced windows of side `window` along an axis of `extent` pixels, the first at
+    0 and the last ending at `extent` (rounded to whole pixels, duplicates dropped; `window <= extent`)."""
+    return sorted({round(v) for v in np.linspace(0, extent - window, count)})
 
 
 class UniQAImageProcessor(BaseImageProcessor):
@@ -227,6 +257,35 @@ class UniQAImageProcessor(BaseImageProcessor):
         self.crops = int(crops)
         self.max_side = max_side
         self.background = [int(v) for v in background]
+        self._validate()
+
+    def _validate(self) -> None:
+        """Refuse settings that would hang, allocate without bound or give NaN scores, naming the field."""
+        if not 1 <= self.crop_size <= MAX_CROP_SIZE:
+            raise ValueError(f"crop_size = {self.crop_size}: must be from 1 to {MAX_CROP_SIZE}")
+        if not 1 <= self.crops <= MAX_CROPS:
+            raise ValueError(f"crops = {self.crops}: must be from 1 to {MAX_CROPS}")
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode = {self.crop_mode!r}: must be one of {CROP_MODES}")
+        if self.max_side is not None and not (isinstance(self.max_side, int) and self.max_side >= 1):
+            raise ValueError(f"max_side = {self.max_side!r}: must be a positive integer or null")
+        for name, values in (("image_mean", self.image_mean), ("image_std", self.image_std)):
+            if len(values) != 3 or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{name} = {values}: must be 3 finite numbers")
+        if not all(v > 0 for v in self.image_std):
+            raise ValueError(f"image_std = {self.image_std}: must be positive (it divides the pixels)")
+        if len(self.background) != 3 or not all(0 <= v <= 255 for v in self.background):
+            raise ValueError(f"background = {self.background}: must be 3 values in 0..255")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `BaseImageProcessor.from_pretrained`; a malformed or absurd `preprocessor_config.json` raises a
+        `ValueError` that names the file and the field."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            where = os.path.join(os.fspath(pretrained_model_name_or_path), "preprocessor_config.json")
+            raise ValueError(f"{where}: {error}") from error
 
     def load_image(self, image: ImageInput) -> Image.Image:
         """See [`load_image`]; uses this processor's background colour."""
@@ -262,8 +321,7 @@ class UniQAImageProcessor(BaseImageProcessor):
             return [((width - size) // 2, (height - size) // 2)]
         if crop_mode == "grid":
             per_axis = max(1, math.ceil(math.sqrt(crops)))
-            lefts = sorted({round(v) for v in np.linspace(0, width - size, per_axis)})
-            tops = sorted({round(v) for v in np.linspace(0, height - size, per_axis)})
+            lefts, tops = window_positions(width, size, per_axis), window_positions(height, size, per_axis)
             return [(left, top) for top in tops for left in lefts]
         if crop_mode == "random":
             rng = np.random.default_rng([seed, zlib.crc32(image.tobytes())] if content_seeded else [seed])
@@ -340,19 +398,25 @@ def map_in_threads(
     if num_workers <= 0:
         yield from map(function, items)
         return
-    lookahead = max(1, lookahead or 2 * num_workers + 2)
     with ThreadPoolExecutor(num_workers, thread_name_prefix="uniqa-decode") as pool:
-        pending: deque[Future] = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(function, item))
-                if len(pending) >= lookahead:
-                    yield pending.popleft().result()
-            while pending:
+        yield from map_in_order(pool, function, items, max(1, lookahead or 2 * num_workers + 2))
+
+
+def map_in_order(pool: Executor, function: Callable[[Any], Any], items: Iterable[Any], lookahead: int) -> Iterator[Any]:
+    """`map(function, items)` run on `pool` (threads or processes), yielded in input order with at most
+    `lookahead` items in flight. Exceptions are re-raised when their item's turn comes; a consumer that stops
+    early (or an error) cancels what has not started."""
+    pending: deque[Future] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= lookahead:
                 yield pending.popleft().result()
-        finally:  # a consumer that stops early (or an error) cancels what has not started
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")

@@ -4,17 +4,23 @@
 
 The model is `--model`, else `$UNIQA_MODEL`, else the bundled `models/uniqa-tiny` of a source checkout. The app
 binds 127.0.0.1 unless `$GRADIO_SERVER_NAME` says otherwise (a hosted Space sets it). All scoring goes through
-`UniQAModel.score`; this file only validates inputs and lays out results.
+`UniQAModel.score` (quality maps: `UniQAModel.score_map`); this file only validates inputs and lays out results.
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
+import contextlib
 import functools
+import itertools
 import os
+import shutil
+import struct
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +29,26 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 import torch
+from gradio.processing_utils import save_file_to_cache
+from gradio.utils import get_upload_folder
 from PIL import Image
 from tqdm.auto import tqdm
 
 from modeling_uniqa import UniQAModel, load_image
 from modeling_uniqa.configuration_uniqa import LEVEL_NAMES
-from modeling_uniqa.tools.batch_scoring import IMAGE_SUFFIXES, RowWriter, chunks
+from modeling_uniqa.tools.batch_scoring import IMAGE_SUFFIXES, RowWriter, chunks, result_row, score_chunk
 from modeling_uniqa.tools.cli import default_model
+from modeling_uniqa.tools.quality_map import render_quality_map
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 MAX_FILE_MB = 20  # per uploaded file (also enforced by the server: launch(max_file_size=...))
 MAX_PIXELS = 40_000_000  # per image, checked from the header before decoding
-MAX_BATCH_FILES = 500  # images per Batch run (files + zip members)
+MAX_BATCH_FILES = 500  # rows per Batch run (files + zip members)
 MAX_COMPARE_FILES = 24
-MAX_ZIP_MB = 2048  # uncompressed size of one zip
+MAX_REQUEST_MB = 1024  # per Batch run: bytes uploaded plus bytes unpacked from zips, all files together
+MAX_TEXT_CHARS = 4000  # per text field (the custom prompts), checked before any other work
+UNZIP_CHUNK = 2**16  # zip entries are decompressed this many bytes at a time
+DELETE_CACHE = (600, 3600)  # every 10 minutes, Gradio deletes the uploads and results older than an hour
 BATCH_CHUNK = 16  # images decoded and scored at a time
 
 # Zero-shot attribute cues. Sharpness and noise come from the groups of the paper's 20-prompt ensemble (read from
@@ -58,8 +70,16 @@ class InputError(ValueError):
     """A user input that cannot be scored; its message is shown to the user as it is."""
 
 
+def error_message(error: Exception) -> str:
+    """An error's message without server paths: an `OSError` names its file by its base name only."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{Path(os.fsdecode(error.filename)).name}: {error.strerror}"
+    return str(error)
+
+
 def user_errors(function: Callable) -> Callable:
-    """Turn `InputError`/`ValueError` raised by a handler into a `gr.Error` (a message, never a stack trace)."""
+    """Turn `InputError`/`ValueError`/`OSError` raised by a handler into a `gr.Error` (a message without server
+    paths, never a stack trace)."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -68,7 +88,7 @@ def user_errors(function: Callable) -> Callable:
         except gr.Error:
             raise
         except (ValueError, OSError) as error:
-            raise gr.Error(str(error), print_exception=False) from error
+            raise gr.Error(error_message(error), print_exception=False) from error
 
     return wrapper
 
@@ -191,48 +211,133 @@ def uploaded_files(files: Sequence[Any] | None) -> list[Path]:
     return [Path(getattr(f, "name", f)) for f in files or []]
 
 
-def expand_uploads(files: Sequence[Path], workdir: Path) -> Iterator[tuple[str, Path | None, str | None]]:
-    """Uploaded images and zips -> `(display name, path or None, error or None)`, zips extracted into `workdir`."""
-    count = 0
-    for path in files:
+class UploadBudget:
+    """The bytes one Batch run may still read and unpack: the size of each uploaded file and every byte decompressed
+    from its zips count, whatever the archives declare (`MAX_REQUEST_MB` for all the files together)."""
+
+    def __init__(self) -> None:
+        self.left = int(MAX_REQUEST_MB * 2**20)
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise InputError(f"over the limit of {MAX_REQUEST_MB} MB uploaded and unpacked per run, all files together")
+
+
+ZIP_DECOMPRESSORS: dict[int, Callable[[], Any]] = {
+    zipfile.ZIP_DEFLATED: lambda: zlib.decompressobj(-zlib.MAX_WBITS),
+    zipfile.ZIP_BZIP2: bz2.BZ2Decompressor,
+}
+
+
+def zip_entry_pieces(archive: Any, member: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The bytes of one entry of the open zip file `archive`, decompressed as a stream in pieces of at most
+    `UNZIP_CHUNK` bytes (stored, deflate or bzip2 entries).
+
+    No size the archive declares is trusted: compressed bytes are read `UNZIP_CHUNK` at a time from the entry's local
+    header on, and each decompressor call returns at most `UNZIP_CHUNK` bytes, so nothing is decompressed ahead of
+    the reader, who stops when its budget is spent. Raises `InputError` with the reason the entry cannot be read.
+    """
+    if member.flag_bits & 0x1:
+        raise InputError("encrypted zip entry (password-protected)")
+    method = member.compress_type
+    if method != zipfile.ZIP_STORED and method not in ZIP_DECOMPRESSORS:
+        kind = zipfile.compressor_names.get(method, f"method {method}")
+        raise InputError(f"unsupported zip compression ({kind}); store, deflate or bzip2 entries are read")
+    archive.seek(member.header_offset)
+    header = archive.read(30)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise InputError("corrupt zip entry (no local file header)")
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    archive.seek(member.header_offset + 30 + name_length + extra_length)
+    left = member.compress_size
+
+    def read() -> bytes:
+        nonlocal left
+        data = archive.read(min(UNZIP_CHUNK, left))
+        left = left - len(data) if data else 0
+        return data
+
+    if method == zipfile.ZIP_STORED:
+        while piece := read():
+            yield piece
+        return
+    decompressor = ZIP_DECOMPRESSORS[method]()
+    pending = b""
+    while not decompressor.eof:
+        if not pending and getattr(decompressor, "needs_input", True):  # bzip2 says so; zlib keeps a tail
+            pending = read()
+        try:
+            piece = decompressor.decompress(pending, UNZIP_CHUNK)
+        except (zlib.error, OSError) as error:
+            raise InputError(f"corrupt zip entry ({error})") from error
+        pending = getattr(decompressor, "unconsumed_tail", b"")
+        if not piece and not pending and not left and not decompressor.eof:
+            raise InputError("truncated zip entry")
+        yield piece
+
+
+def unzip_entry(archive: Any, member: zipfile.ZipInfo, target: Path, budget: UploadBudget) -> None:
+    """Decompress one zip entry into `target` as a stream, charging each piece to `budget`; an entry that unpacks
+    to more than `MAX_FILE_MB` or past the budget is refused as soon as it gets there. Raises `InputError`."""
+    size = crc = 0
+    with open(target, "wb") as out:
+        for piece in zip_entry_pieces(archive, member):
+            budget.spend(len(piece))
+            size += len(piece)
+            if size > MAX_FILE_MB * 2**20:
+                raise InputError(f"unpacks to more than {MAX_FILE_MB} MB, the limit per file")
+            out.write(piece)
+            crc = zlib.crc32(piece, crc)
+    if size != member.file_size or crc != member.CRC:
+        raise InputError("corrupt zip entry (its size or checksum does not match the archive's record)")
+
+
+def upload_entries(files: Sequence[Path], workdir: Path) -> Iterator[tuple[str, Path | None, str | None]]:
+    """Uploaded images and zips -> `(display name, path or None, error or None)`, one per image or zip entry, zip
+    entries unpacked into `workdir` as they are drawn (never under their own names: nothing is written outside it).
+
+    A file or entry that cannot be used gets its own error and the others go on; the whole run is charged to one
+    `UploadBudget`.
+    """
+    budget = UploadBudget()
+    for file_index, path in enumerate(files):
+        try:
+            budget.spend(path.stat().st_size)
+        except (InputError, OSError) as error:
+            yield path.name, None, error_message(error)
+            continue
         if path.suffix.lower() != ".zip":
-            count += 1
             yield path.name, path, None
             continue
         try:
-            with zipfile.ZipFile(path) as archive:
+            with open(path, "rb") as raw, zipfile.ZipFile(raw) as archive:
                 members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")]
-                total_mb = sum(m.file_size for m in members) / 2**20
-                if total_mb > MAX_ZIP_MB:
-                    yield path.name, None, f"unpacks to {total_mb:.0f} MB, the limit is {MAX_ZIP_MB} MB"
-                    continue
-                for member in members:
-                    count += 1
-                    if count > MAX_BATCH_FILES:
-                        break
+                for member_index, member in enumerate(members):
                     display = f"{path.name}/{member.filename}"
                     suffix = Path(member.filename).suffix.lower()
                     if suffix not in IMAGE_SUFFIXES:
                         yield display, None, f"not an image file type ({suffix or 'no extension'})"
                         continue
-                    if member.file_size > MAX_FILE_MB * 2**20:
-                        yield display, None, f"file is {member.file_size / 2**20:.1f} MB, the limit is {MAX_FILE_MB} MB"
+                    target = workdir / f"{file_index:04d}-{member_index:06d}{suffix}"
+                    try:
+                        unzip_entry(raw, member, target, budget)
+                    except InputError as error:
+                        yield display, None, str(error)
                         continue
-                    target = workdir / f"{count:05d}{suffix}"
-                    target.write_bytes(archive.read(member))
                     yield display, target, None
-        except (zipfile.BadZipFile, OSError) as error:
-            yield path.name, None, f"cannot read zip ({error})"
-        if count > MAX_BATCH_FILES:
-            break
-    if count > MAX_BATCH_FILES:
-        gr.Warning(f"Only the first {MAX_BATCH_FILES} images are scored.")
+        except (zipfile.BadZipFile, OSError, ValueError) as error:
+            yield path.name, None, f"cannot read zip ({error_message(error)})"
 
 
 def parse_prompt_pairs(text: str) -> dict[str, list[str]]:
-    """Lines `[name:] worse prompt | better prompt` -> `{name: [worse, better]}` (an ad-hoc prompt set's groups)."""
+    """Lines `[name:] worse prompt | better prompt` -> `{name: [worse, better]}` (an ad-hoc prompt set's groups).
+    A text over `MAX_TEXT_CHARS` is refused before it is read."""
+    text = text or ""
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"the prompts are {len(text)} characters long, the limit is {MAX_TEXT_CHARS}")
     groups: dict[str, list[str]] = {}
-    for number, line in enumerate((text or "").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -352,41 +457,48 @@ class UniQASpace:
         self, files: Sequence[Any] | None, key: str | None = None, progress: gr.Progress = TQDM_PROGRESS
     ) -> tuple[pd.DataFrame, str]:
         """Batch tab: images and zips -> a table with a row per image (the `uniqa score` CSV columns; unreadable
-        files get their reason in `error`) and the path of the same table as CSV."""
+        files get their reason in `error`) and the path of the same table as CSV (in Gradio's cache, which
+        `DELETE_CACHE` empties). The run's unpacked files are deleted when it ends, whether it succeeds or fails."""
         paths = uploaded_files(files)
         if not paths:
             raise InputError("Upload images or a zip of images.")
         scorer = self.scorer(key)
+        request = self.model.resolve(**scorer.kwargs)
         workdir = Path(tempfile.mkdtemp(prefix="uniqa-batch-"))
-        entries = list(expand_uploads(paths, workdir))
-        base = {"task": scorer.task, "adapter": scorer.adapter, "prompt_set": scorer.prompt_set or ""}
-        rows: list[dict[str, Any]] = []
-        for chunk in tqdm(list(chunks(entries, BATCH_CHUNK)), desc="scoring", unit="chunk"):
-            images: dict[int, Image.Image] = {}
-            chunk_rows = [{"path": name, **base, "score": None, "error": error} for name, _, error in chunk]
-            for index, (name, path, error) in enumerate(chunk):
-                if error is None:
-                    try:
-                        images[index] = check_image_file(path, name)
-                    except InputError as problem:
-                        chunk_rows[index]["error"] = str(problem).removeprefix(f"{name}: ")
-            if images:
-                scores = self.model.score(list(images.values()), **scorer.kwargs)
-                for index, score in zip(images, scores.tolist(), strict=True):
-                    chunk_rows[index]["score"] = round(score, 6)
-            rows.extend(chunk_rows)
-        csv_path = workdir / "uniqa_scores.csv"
-        with RowWriter("csv", str(csv_path)) as writer:
-            for row in rows:
-                writer.write(row)
-        return pd.DataFrame(rows, columns=list(RowWriter.fields)), str(csv_path)
+        try:
+            with contextlib.closing(upload_entries(paths, workdir)) as stream:
+                entries = list(itertools.islice(stream, MAX_BATCH_FILES + 1))
+            if len(entries) > MAX_BATCH_FILES:
+                gr.Warning(f"Only the first {MAX_BATCH_FILES} images are scored.")
+                del entries[MAX_BATCH_FILES:]
+            rows: list[dict[str, Any]] = []
+            for chunk in tqdm(list(chunks(entries, BATCH_CHUNK)), desc="scoring", unit="chunk"):
+                images: dict[int, Image.Image] = {}
+                errors = {index: error for index, (_, _, error) in enumerate(chunk) if error is not None}
+                for index, (name, path, error) in enumerate(chunk):
+                    if error is None:
+                        try:
+                            images[index] = check_image_file(path, name)
+                        except InputError as problem:
+                            errors[index] = str(problem).removeprefix(f"{name}: ")
+                scores = score_chunk(self.model, images, errors, request, BATCH_CHUNK, {})
+                errors = {i: e.removeprefix(f"{i}: ") for i, e in errors.items()}  # score_chunk's "key: reason"
+                for index, (name, _, _) in enumerate(chunk):
+                    rows.append(result_row(name, request, scores.get(index), errors.get(index)))
+            csv_path = workdir / "uniqa_scores.csv"
+            with RowWriter("csv", str(csv_path)) as writer:
+                for row in rows:
+                    writer.write(row)
+            return pd.DataFrame(rows, columns=list(RowWriter.fields)), save_file_to_cache(csv_path, get_upload_folder())
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     @user_errors
     def custom(self, image_path: str | None, pairs_text: str) -> tuple[float, pd.DataFrame, dict[str, Any]]:
         """Custom prompts tab: antonym pairs -> the zero-shot score in [0, 1] (mean over pairs; 1 = every better
         prompt wins) and each pair's value."""
-        image = required_image(image_path)
         groups = parse_prompt_pairs(pairs_text)
+        image = required_image(image_path)
         details = self.model.score(image, prompt_set={"groups": groups}, return_details=True)
         values = details.level_probs[0] @ torch.tensor(details.levels)
         table = pd.DataFrame(
@@ -403,6 +515,21 @@ class UniQASpace:
             table,
             {"score": score, "range": [0.0, 1.0], "pairs": dict(zip(groups, table["value"], strict=True))},
         )
+
+    @user_errors
+    def quality_map(self, image_path: str | None, key: str | None = None) -> tuple[Image.Image, str]:
+        """Quality map tab -> the image dimmed under its map of window scores (`UniQAModel.score_map`, drawn by
+        `render_quality_map`: purple = the map's worst windows, yellow = its best) and a summary."""
+        image = required_image(image_path)
+        scorer = self.scorer(key)
+        score_map = self.model.score_map(image, **scorer.kwargs)
+        rows, cols = score_map.scores.shape
+        summary = (
+            f"**Score: {score_map.score:.4f}** · {rows}×{cols} windows of {score_map.window} px, stride "
+            f"{score_map.stride} · window scores {float(score_map.scores.min()):.4f} (purple) to "
+            f"{float(score_map.scores.max()):.4f} (yellow) · {scorer.label}"
+        )
+        return render_quality_map(image, score_map), summary
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -429,7 +556,7 @@ def build_demo(model: UniQAModel, model_name: str = "") -> gr.Blocks:
     """The Gradio app for `model` (queued, at most 2 scoring jobs at a time)."""
     space = UniQASpace(model)
     examples = example_images()
-    with gr.Blocks(title="UniQA — image quality and aesthetics") as demo:
+    with gr.Blocks(title="UniQA — image quality and aesthetics", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
             "# UniQA — image quality and aesthetics\n"
             "CLIP-based quality and aesthetics scores (Zhou et al., "
@@ -519,6 +646,7 @@ def build_demo(model: UniQAModel, model_name: str = "") -> gr.Blocks:
                     )
                     pairs = gr.Textbox(
                         lines=4,
+                        max_length=MAX_TEXT_CHARS,
                         label="Antonym prompt pairs, one per line: [name:] worse prompt | better prompt",
                         value="light: a dark photo | a bright photo\nmood: a gloomy photo | a cheerful photo",
                     )
@@ -534,6 +662,22 @@ def build_demo(model: UniQAModel, model_name: str = "") -> gr.Blocks:
                 inputs=[custom_image, pairs],
                 outputs=[custom_score, custom_table, custom_json],
                 api_name="custom",
+            )
+        with gr.Tab("Quality map"):
+            with gr.Row():
+                with gr.Column():
+                    map_image = checked_image(
+                        type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"], label="Image"
+                    )
+                    map_scorer = scorer_dropdown(space, None, "Scorer")
+                    map_button = gr.Button("Map", variant="primary")
+                    if examples:
+                        gr.Examples(examples=[[p] for p in examples], inputs=[map_image], label="Examples")
+                with gr.Column():
+                    map_picture = gr.Image(type="pil", format="png", label="Where the image loses quality")
+                    map_summary = gr.Markdown()
+            map_button.click(
+                space.quality_map, inputs=[map_image, map_scorer], outputs=[map_picture, map_summary], api_name="map"
             )
     return demo.queue(default_concurrency_limit=2, max_size=64)
 

@@ -210,6 +210,8 @@ def write_corpus(folder: Path) -> list[Case]:
         os.mkfifo(fifo)
     error("pipe.png", str(fifo), "not a regular file")
     error("missing.png", str(folder / "missing.png"), "no such file")
+    error("https://…/photo.jpg", "https://example.com/photo.jpg", "a https:// URL: only local files are read")
+    error("file://…/photo.png", f"file://{folder}/photo.png", "a file:// URL: only local files are read")
     # a latin-1 name, not valid UTF-8: Python holds it as "caf\udce9.png" (a lone surrogate)
     score("non_utf8_name", photo_png, photo, filename=b"latin1-caf\xe9.png")
     score("unicode_name", photo_png, photo, filename="unicode ünïcødé 写真 \u2028.png")

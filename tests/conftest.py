@@ -54,6 +54,24 @@ def adapter_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
+def blur_csv(tmp_path_factory, reference_images):
+    """A folder with `labels.csv`: 16 images (8 scenes x 2 blur levels, 224x224: one test-time crop each), MOS 0-100
+    falling with blur; and `quick.yaml`, fine-tuning settings for a fast run."""
+    from PIL import Image, ImageFilter
+
+    folder = tmp_path_factory.mktemp("protocol_data")
+    lines = ["image,mos"]
+    for name, path in reference_images.items():
+        base = Image.open(path).convert("RGB")
+        for level in range(2):
+            base.filter(ImageFilter.GaussianBlur(4 * level)).save(folder / f"{name}_{level}.png")
+            lines.append(f"{name}_{level}.png,{80 - 40 * level + len(name) % 7}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    (folder / "quick.yaml").write_text("num_train_epochs: 2\ncrops_per_image: 1\neval_crops: 1\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, tiny_checkpoint, adapter_checkpoint) -> Path:
     """The tiny reference checkpoint + its adapter (named `tiny`), converted into a model folder."""
     from modeling_uniqa.tools.conversion import convert_checkpoint

@@ -11,7 +11,7 @@ import torch
 from transformers import Trainer
 
 from modeling_uniqa import UniQAModel
-from modeling_uniqa.training.finetuning import FinetuneArguments, add_lora, collate_pixels, training_arguments
+from modeling_uniqa.training.finetuning import FinetuneTrainingArguments, add_lora, collate_pixels
 
 TOL = 1e-5
 
@@ -167,8 +167,17 @@ def test_lora_wrap_train_merge(fresh, reference_images, tmp_path):
     assert any("adapters.tiny" in n and "levels" in n for n in trainable)
     assert not any("text_model" in n for n in trainable)
     items = [{"pixel_values": pixels[i : i + 1], "labels": labels[i]} for i in range(len(images))]
-    args = training_arguments(
-        FinetuneArguments(epochs=4, batch_size=4, learning_rate=5e-3, progress=False), str(tmp_path), logging_steps=1
+    args = FinetuneTrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=4,
+        per_device_train_batch_size=4,
+        learning_rate=5e-3,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        logging_strategy="steps",
+        logging_steps=1,
+        disable_tqdm=True,
     )
     trainer = Trainer(model=peft_model, args=args, train_dataset=items, data_collator=collate_pixels)
     losses_before = peft_model(pixel_values=pixels, labels=labels).loss.item()

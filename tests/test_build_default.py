@@ -83,7 +83,7 @@ def test_every_stage_writes_its_outputs(builds):
     for name in ("a", "b"):
         root = builds[name]
         for stage in STAGES:
-            if stage not in ("examples", "export"):
+            if stage not in ("examples", "export", "card"):
                 assert stage_done(stage, root / "work"), (name, stage)
         expected = {
             f"{photo}{suffix}.png"
@@ -145,7 +145,15 @@ def test_two_builds_measure_the_same_numbers(builds):
     assert losses and all(math.isfinite(v) for v in losses)
     assert losses == [entry["loss"] for entry in pretrain_b["log_history"] if "loss" in entry]
     assert pretrain_a["zero_shot"] == pretrain_b["zero_shot"]
+    protocol_a, protocol_b = (read_json(w / "protocol" / "compare.json", drop=("setup",)) for w in (a, b))
+    assert protocol_a == protocol_b and len(protocol_a["runs"]) == CONFIG["protocol"]["count"]
     assert (builds["a"] / "model" / "config.json").read_bytes() == (builds["b"] / "model" / "config.json").read_bytes()
+    # the exported config records which livec photos pre-trained the backbone and which chose its recipe
+    images = json.loads((builds["a"] / "model" / "config.json").read_text())["backbone_images"]
+    assert [len(images["trained"]), len(images["selected"])] == [
+        CONFIG["data"]["max_livec_train"],
+        CONFIG["data"]["max_livec_validation"],
+    ]
 
 
 def test_built_folder_loads_and_scores(builds):

@@ -109,7 +109,7 @@ def test_image_tower_shares_weights_or_caches_a_converted_copy(model_dir, images
         assert rebuilt is not bf16
         assert torch.allclose(rebuilt(pixels.bfloat16()).float(), 2 * expected, atol=0.1 * expected.abs().max().item())
     with pytest.raises(ValueError, match="dtype must be one of"):
-        model.image_tower("int8")
+        model.image_tower("int4")
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
@@ -156,5 +156,5 @@ def test_cli_speed_options(model_dir, reference_images, tmp_path, capsys):
         if a["score"] is not None:
             assert abs(a["score"] - b["score"]) <= 0.01
     with pytest.raises(SystemExit):
-        main(["score", *common, "--dtype", "int8"])
+        main(["score", *common, "--dtype", "int4"])
     capsys.readouterr()

@@ -12,20 +12,20 @@ from transformers import Trainer, TrainerCallback
 
 from modeling_uniqa import UniQAModel
 from modeling_uniqa.training.finetuning import (
+    AdapterArguments,
     CachedFeatureDataset,
     CachedFeatureScorer,
     FeatureCache,
-    FinetuneArguments,
-    ValidationSelector,
+    FinetuneTrainingArguments,
     augmented_crops,
     collate_features,
     copy_adapter_state,
     crop_for_epoch,
     finetune_adapter,
+    finetune_arguments,
     normalize_mos,
     read_mos_table,
     split_table,
-    training_arguments,
 )
 from modeling_uniqa.training.metrics import iqa_metrics
 
@@ -48,7 +48,13 @@ def fresh_model(model_dir) -> UniQAModel:
     return UniQAModel.from_pretrained(model_dir).eval()
 
 
-QUICK = {"epochs": 3, "crops_per_image": 2, "eval_crops": 4, "progress": False}
+QUICK = {"num_train_epochs": 3, "crops_per_image": 2, "eval_crops": 4, "disable_tqdm": True}
+
+
+def quick(**overrides) -> dict:
+    """`finetune_adapter`'s `args` and `adapter_args` for a short run (QUICK + overrides)."""
+    adapter_args, args = finetune_arguments({**QUICK, **overrides})
+    return {"args": args, "adapter_args": adapter_args}
 
 
 def test_read_mos_table_csv_jsonl_and_errors(tmp_path, blur_table):
@@ -84,6 +90,12 @@ def test_augmented_crops_are_deterministic_flipped_windows(model, blur_table):
     assert any(flipped) and not all(flipped)  # with this seed, some crops are flipped and some are not
     for crop, original, was_flipped in zip(crops, plain, flipped, strict=True):
         assert torch.equal(crop, original.flip(-1) if was_flipped else original)
+    # not content-seeded: two images of one size get the same windows and flips from one seed
+    images = [np.asarray(Image.open(blur_table[i][0]).convert("RGB")) for i in (0, 3)]
+    shared = [augmented_crops(processor, image, crops=6, seed=3, content_seeded=False) for image in images]
+    raw = [processor.crop_image(image, "random", 6, seed=3, content_seeded=False) for image in images]
+    flips = [[not torch.equal(c, r) for c, r in zip(s, r0, strict=True)] for s, r0 in zip(shared, raw, strict=True)]
+    assert flips[0] == flips[1] and any(flips[0]) and not torch.equal(shared[0], shared[1])
 
 
 def test_feature_cache_hits_and_keys(tmp_path, model, blur_table):
@@ -102,47 +114,108 @@ def test_feature_cache_hits_and_keys(tmp_path, model, blur_table):
     assert torch.allclose(first[0], direct, atol=1e-5)
 
 
-def test_finetune_lowers_loss_and_tags_adapter(model_dir, blur_table, tmp_path):
+def test_recipe_defaults_come_from_trainer_arguments_and_can_be_overridden():
+    adapter_args, args = finetune_arguments({})
+    assert (args.learning_rate, args.per_device_train_batch_size, args.num_train_epochs, args.seed) == (
+        2e-4,
+        8,
+        50,
+        123,
+    )
+    assert (args.lr_scheduler_type, args.optim) == ("cosine", "adamw_torch")
+    assert args.weight_decay == 0 and args.warmup_steps == 0
+    assert (args.eval_strategy, args.save_strategy, args.metric_for_best_model) == ("epoch", "epoch", "srcc")
+    assert args.load_best_model_at_end and args.greater_is_better and args.output_dir is None
+    assert adapter_args == AdapterArguments() and adapter_args.crops_per_image == 8 and adapter_args.cache_features
+    assert FinetuneTrainingArguments().to_dict() == args.to_dict()  # the same defaults from Python
+    _, args = finetune_arguments({"num_train_epochs": 20, "learning_rate": 1e-4, "output_dir": "runs/x"})
+    assert (args.num_train_epochs, args.learning_rate, args.output_dir) == (20, 1e-4, "runs/x")
+    with pytest.raises(ValueError, match="epochs"):  # unknown keys are refused, not ignored
+        finetune_arguments({"epochs": 3})
+
+
+def test_finetune_lowers_loss_and_tags_adapter(model_dir, blur_table, tmp_path, monkeypatch):
     model = fresh_model(model_dir)
     backbone = {k: v.clone() for k, v in model.clip.state_dict().items()}
     train, validation = split_table(blur_table, 0.33, seed=0)
-    args = FinetuneArguments(**{**QUICK, "epochs": 8, "learning_rate": 2e-3})
+    run_in = tmp_path / "cwd"
+    run_in.mkdir()
+    monkeypatch.chdir(run_in)
+    settings = quick(num_train_epochs=8, learning_rate=2e-3)
     result = finetune_adapter(
-        model, train, validation, "blur", (0, 100), dataset="blur-toy", args=args, cache_dir=tmp_path
+        model, train, validation, "blur", (0, 100), dataset="blur-toy", cache_dir=tmp_path / "cache", **settings
     )
+    assert list(run_in.iterdir()) == []  # without output_dir, the checkpoints went to a removed temporary folder
     assert result["loss"] < result["untrained"]["loss"]
-    assert len(result["history"]) == 8 and result["best_epoch"] in [h["epoch"] for h in result["history"]]
-    best = max(h["srcc"] for h in result["history"])
-    assert result["srcc"] == pytest.approx(best)  # the selected checkpoint is the best validation epoch
+    assert [h["epoch"] for h in result["history"]] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    best = max(result["history"], key=lambda h: h["srcc"])
+    assert result["best_epoch"] == best["epoch"]  # Trainer's metric_for_best_model="srcc", greater is better
+    for name in ("srcc", "plcc", "krcc", "rmse", "loss"):  # load_best_model_at_end: the best epoch's adapter
+        assert result[name] == pytest.approx(best[name], abs=1e-6), name
     meta = model.config.adapters["blur"]
     assert meta["dataset"] == "blur-toy" and meta["mos_range"] == [0.0, 100.0] and meta["task"] == "quality"
     assert meta["metrics"]["srcc"] == pytest.approx(result["srcc"], abs=1e-6)
+    assert meta["training"]["num_train_epochs"] == 8 and meta["training"]["learning_rate"] == 2e-3
+    assert meta["training"]["crops_per_image"] == 2 and meta["training"]["train_images"] == len(train)
+    assert "output_dir" not in meta["training"]
     assert all(torch.equal(v, backbone[k]) for k, v in model.clip.state_dict().items())  # backbone frozen
-    assert all(p.requires_grad for p in model.clip.parameters())  # requires_grad flags restored
+    assert all(p.requires_grad for p in model.clip.parameters())  # requires_grad flags untouched
     # scoring through the model gives the validation metrics the training loop computed from cached features
     scores = model.score([p for p, _ in validation], adapter="blur", crops=4)
     targets = np.array([m for _, m in validation]) / 100.0
     assert iqa_metrics(scores.numpy(), targets)["srcc"] == pytest.approx(result["srcc"], abs=1e-6)
     assert float(((scores.numpy() - targets) ** 2).mean()) == pytest.approx(result["loss"], abs=1e-5)
+    # the untrained metrics are those of the freshly initialised adapter (the same seed)
+    torch.manual_seed(settings["args"].seed)
+    model.add_multicue_adapter("untrained", prompt_set="level5")
+    untrained = model.score([p for p, _ in validation], adapter="untrained", crops=4).numpy()
+    assert iqa_metrics(untrained, targets)["srcc"] == pytest.approx(result["untrained"]["srcc"], abs=1e-6)
+    assert float(((untrained - targets) ** 2).mean()) == pytest.approx(result["untrained"]["loss"], abs=1e-5)
     with pytest.raises(ValueError, match="already exists"):
-        finetune_adapter(model, train, validation, "blur", (0, 100), args=args)
+        finetune_adapter(model, train, validation, "blur", (0, 100), **settings)
     model.save_pretrained(tmp_path / "saved")  # the trained adapter and its tags survive a save/load
     reloaded = UniQAModel.from_pretrained(tmp_path / "saved").eval()
     assert reloaded.config.adapters["blur"]["metrics"] == meta["metrics"]
     assert torch.equal(reloaded.score([p for p, _ in validation[:2]], adapter="blur", crops=4), scores[:2])
 
 
+def test_validation_with_a_different_number_of_crops_per_image(model_dir, blur_table, tmp_path):
+    """Trainer's evaluation of padded crop sets gives the metrics `model.score` gives (grid crops: 1 to 9)."""
+    sizes = [(224, 224), (300, 224), (448, 300), (640, 480), (224, 500), (256, 240)]
+    validation = []
+    for (path, mos), size in zip(blur_table[::4], sizes, strict=True):
+        out = tmp_path / f"{len(validation)}.png"
+        Image.open(path).convert("RGB").resize(size).save(out)
+        validation.append((str(out), mos))
+    model = fresh_model(model_dir)
+    counts = [len(f) for f in FeatureCache(model).eval_features([p for p, _ in validation], None, None, None)]
+    assert len(set(counts)) >= 3, counts
+    settings = quick(num_train_epochs=2, per_device_eval_batch_size=4, learning_rate=2e-3)
+    settings["adapter_args"].eval_crops = None  # the model's grid
+    result = finetune_adapter(model, blur_table[1::4], validation, "sizes", (0, 100), **settings)
+    scores = model.score([p for p, _ in validation], adapter="sizes").numpy()
+    targets = np.array([m for _, m in validation]) / 100.0
+    expected = iqa_metrics(scores, targets)
+    for name in ("srcc", "plcc", "krcc", "rmse"):
+        assert result[name] == pytest.approx(expected[name], abs=1e-5), name
+    assert result["loss"] == pytest.approx(float(((scores - targets) ** 2).mean()), abs=1e-5)
+
+
 def test_cached_training_equals_uncached(model_dir, blur_table):
     train, validation = split_table(blur_table, 0.33, seed=0)
     states = []
-    for use_cache in (True, False):
+    for cache_features in (True, False):
         model = fresh_model(model_dir)
-        args = FinetuneArguments(**{**QUICK, "epochs": 2, "use_cache": use_cache})
-        result = finetune_adapter(model, train[:10], validation[:4], "a", (0, 100), args=args)
+        settings = quick(num_train_epochs=2, cache_features=cache_features)
+        result = finetune_adapter(model, train[:10], validation[:4], "a", (0, 100), **settings)
         states.append((copy_adapter_state(model, "a"), result))
     (cached, r1), (uncached, r2) = states
     for key in cached:
         assert torch.allclose(cached[key], uncached[key], atol=1e-5), key
+    untrained = fresh_model(model_dir)
+    torch.manual_seed(123)  # the recipe's seed: finetune_adapter's initialisation
+    untrained.add_multicue_adapter("a")
+    assert not torch.equal(cached["fc.0.weight"], untrained.adapters["a"].fc[0].weight)  # both paths trained it
     assert r1["history"][0]["loss"] == pytest.approx(r2["history"][0]["loss"], abs=1e-6)
 
 
@@ -158,11 +231,20 @@ def test_trainer_shows_each_image_once_per_epoch_as_the_crop_of_that_epoch(model
 
     model = fresh_model(model_dir)
     model.requires_grad_(False)
-    model.add_adapter("epochs").requires_grad_(True)
-    args = FinetuneArguments(epochs=epochs, batch_size=3, progress=False)
+    model.add_multicue_adapter("epochs").requires_grad_(True)
+    args = FinetuneTrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=3,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        logging_strategy="no",
+        disable_tqdm=True,
+    )
     Trainer(
         model=CachedFeatureScorer(model, "epochs"),
-        args=training_arguments(args, str(tmp_path), logging_strategy="no"),
+        args=args,
         train_dataset=CachedFeatureDataset(features, [0.5] * images, train=True, seed=seed),
         data_collator=collate,
     ).train()
@@ -186,17 +268,31 @@ class _InterruptAfterSave(TrainerCallback):
             raise _Interrupt
 
 
+class _Steps(TrainerCallback):
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seen.append(state.global_step)
+
+
 def test_finetune_resumes_an_interrupted_run_to_the_same_result(model_dir, blur_table, tmp_path):
     train, validation = split_table(blur_table, 0.33, seed=0)
     train, validation = train[:8], validation[:4]  # 2 steps per epoch
-    quick = {**QUICK, "epochs": 4, "batch_size": 4, "learning_rate": 2e-3}
     cache = tmp_path / "cache"
 
-    def run(output_dir, resume=None, callbacks=()):
-        args = FinetuneArguments(**quick, output_dir=str(output_dir), resume_from_checkpoint=resume)
+    def run(output_dir, resume=None, callbacks=(), **overrides):
+        settings = quick(
+            num_train_epochs=4,
+            per_device_train_batch_size=4,
+            learning_rate=2e-3,
+            output_dir=str(output_dir),
+            resume_from_checkpoint=resume,
+            **overrides,
+        )
         model = fresh_model(model_dir)
         result = finetune_adapter(
-            model, train, validation, "r", (0, 100), args=args, cache_dir=cache, callbacks=callbacks
+            model, train, validation, "r", (0, 100), cache_dir=cache, callbacks=callbacks, **settings
         )
         return result, copy_adapter_state(model, "r"), model.config.adapters["r"]
 
@@ -206,18 +302,26 @@ def test_finetune_resumes_an_interrupted_run_to_the_same_result(model_dir, blur_
     with pytest.raises(_Interrupt):
         run(tmp_path / "run", callbacks=[_InterruptAfterSave(step=4)])  # after the epoch-2 checkpoint
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    assert (tmp_path / "run" / "checkpoint-4" / ValidationSelector.STATE).is_file()
-    resumed, resumed_state, resumed_meta = run(tmp_path / "run", resume="latest")
-    assert (tmp_path / "run" / "checkpoint-8").is_dir()  # it went on to the end
+    state = json.loads((tmp_path / "run" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["best_metric"] == pytest.approx(max(h["srcc"] for h in straight["history"][:2]))
+    steps = _Steps()
+    resumed, resumed_state, resumed_meta = run(tmp_path / "run", resume="latest", callbacks=[steps])
+    assert steps.seen == [5, 6, 7, 8]  # it continued after the epoch-2 checkpoint (not from the start)
+    assert (tmp_path / "run" / "checkpoint-8").is_dir()  # and went on to the end
     assert resumed == straight  # metrics, best epoch, untrained metrics and every epoch's history, exactly
     assert resumed_meta == straight_meta  # the adapter's tags (resume options are not part of the recipe)
     for key, value in straight_state.items():
         assert torch.equal(resumed_state[key], value), key
-    # a checkpoint without the selection (not finetune_adapter's, or killed while saving) is refused
-    (tmp_path / "run" / "checkpoint-4" / ValidationSelector.STATE).unlink()
-    with pytest.raises(FileNotFoundError, match=r"checkpoint-4/best_adapter\.json not found"):
-        run(tmp_path / "run", resume=str(tmp_path / "run" / "checkpoint-4"))
-    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+    # with save_total_limit=1 Trainer keeps the best checkpoint through the run and only it at the end
+    limited, _, _ = run(tmp_path / "limited", save_total_limit=1)
+    kept = [p.name for p in (tmp_path / "limited").glob("checkpoint-*")]
+    assert limited == straight and kept == [f"checkpoint-{2 * int(straight['best_epoch'])}"]
+    # a checkpoint cut off while saving (Trainer writes trainer_state.json last) is refused by Trainer
+    (tmp_path / "run" / "checkpoint-8" / "trainer_state.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"checkpoint-8/trainer_state\.json"):
+        run(tmp_path / "run", resume="latest")
+    with pytest.raises(FileNotFoundError, match="no checkpoint-N folder"):
+        (tmp_path / "empty").mkdir()
         run(tmp_path / "empty", resume="latest")
 
 
@@ -241,11 +345,38 @@ def test_finetune_script_from_json_config(tmp_path, model_dir, blur_table):
         "save_adapter": str(tmp_path / "adapter"),
         "results": str(tmp_path / "results.json"),
         **QUICK,
-        "epochs": 1,
+        "num_train_epochs": 1,
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     result = finetune.main([str(tmp_path / "config.json")])
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["srcc"] == pytest.approx(result["srcc"]) and saved["train_images"] == 9
-    assert saved["finetune"]["epochs"] == 1 and saved["data"]["split_seed"] == 123
+    assert saved["finetune"]["num_train_epochs"] == 1 and saved["finetune"]["crops_per_image"] == 2
+    assert saved["data"]["split_seed"] == 123 and len(saved["history"]) == 1
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_uniqa_finetune_command_dashed_flags_checkpoints_and_resume(tmp_path, model_dir, blur_table):
+    from modeling_uniqa.tools.cli import main as cli_main
+    from modeling_uniqa.training.finetune import parse
+
+    (tmp_path / "t.csv").write_text("image,mos\n" + "".join(f"{p},{m}\n" for p, m in blur_table[:12]))
+    common = ["--model", str(model_dir), "--table", str(tmp_path / "t.csv"), "--mos-min", "0", "--mos-max", "100"]
+    common += ["--validation-fraction", "0.25"]
+    # dashes and underscores are the same flags; TrainingArguments' flags override the recipe
+    dashed = parse([*common, "--adapter-name", "x", "--num-train-epochs", "2", "--no-cache-features"])
+    plain = parse([*common, "--adapter_name", "x", "--num_train_epochs", "2", "--cache_features", "false"])
+    assert dashed[0] == plain[0] and dashed[1] == plain[1] and dashed[2].to_dict() == plain[2].to_dict()
+    assert dashed[2].num_train_epochs == 2 and dashed[2].learning_rate == 2e-4 and not dashed[1].cache_features
+    run = [*common, "--adapter-name", "cli", "--num-train-epochs", "2", "--crops-per-image", "2", "--eval-crops", "2"]
+    out = tmp_path / "run"
+    run += ["--output-dir", str(out), "--disable-tqdm", "true", "--results", str(tmp_path / "r.json")]
+    assert cli_main(["finetune", *run]) == 0
+    first = json.loads((tmp_path / "r.json").read_text())
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    # resuming a finished run from its last checkpoint trains nothing more and reports the same result
+    assert cli_main(["finetune", *run, "--resume-from-checkpoint", "latest"]) == 0
+    again = json.loads((tmp_path / "r.json").read_text())
+    assert {k: again[k] for k in ("srcc", "best_epoch", "history")} == {
+        k: first[k] for k in ("srcc", "best_epoch", "history")
+    }

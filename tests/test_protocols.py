@@ -1,4 +1,5 @@
-"""Protocols (splits, few-label, zero-shot) and `uniqa evaluate`, on a tiny blur table and the tiny model."""
+"""Protocols (splits, few-label, zero-shot) and `uniqa evaluate`, on a tiny blur table (`blur_csv`) and the tiny
+model."""
 
 from __future__ import annotations
 
@@ -7,27 +8,10 @@ import pickle
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
 
 from modeling_uniqa.tools.cli import main as cli_main
 from modeling_uniqa.training import protocols
 from modeling_uniqa.training.metrics import iqa_metrics
-
-
-@pytest.fixture(scope="module")
-def blur_csv(tmp_path_factory, reference_images):
-    """A CSV of 16 images (8 scenes x 2 blur levels, 224x224: one test-time crop each), MOS 0-100 falling with
-    blur."""
-    folder = tmp_path_factory.mktemp("protocol_data")
-    lines = ["image,mos"]
-    for name, path in reference_images.items():
-        base = Image.open(path).convert("RGB")
-        for level in range(2):
-            base.filter(ImageFilter.GaussianBlur(4 * level)).save(folder / f"{name}_{level}.png")
-            lines.append(f"{name}_{level}.png,{80 - 40 * level + len(name) % 7}")
-    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
-    (folder / "quick.yaml").write_text("epochs: 2\ncrops_per_image: 1\neval_crops: 1\nprogress: false\n")
-    return folder
 
 
 def test_splits_are_seeded_saved_and_reloaded(tmp_path, blur_csv):
@@ -48,11 +32,15 @@ def test_splits_are_seeded_saved_and_reloaded(tmp_path, blur_csv):
 
 
 def test_split_protocol_end_to_end(tmp_path, model_dir, blur_csv):
-    common = ["--model", str(model_dir), "--table", str(blur_csv / "labels.csv"), "--mos_range", "0", "100"]
+    common = ["--model", str(model_dir), "--table", str(blur_csv / "labels.csv"), "--mos-range", "0", "100"]
     out = tmp_path / "results"
-    extra = ["--count", "2", "--config", str(blur_csv / "quick.yaml"), "--cache_dir", str(tmp_path / "cache")]
+    extra = ["--count", "2", "--config", str(blur_csv / "quick.yaml"), "--cache-dir", str(tmp_path / "cache")]
     results = protocols.main(["splits", *common, "--out", str(out), *extra])
     assert len(results["runs"]) == 2
+    finetune = results["setup"]["finetune"]  # the config's fields over the recipe's defaults
+    assert finetune["training"]["num_train_epochs"] == 2 and finetune["training"]["learning_rate"] == 2e-4
+    assert finetune["adapter"]["crops_per_image"] == 1 and finetune["training"]["disable_tqdm"] is True
+    assert all(run["best_epoch"] in (1.0, 2.0) for run in results["runs"])
     srcc = [run["test"]["srcc"] for run in results["runs"]]
     assert results["summary"]["median"]["srcc"] == pytest.approx(float(np.median(srcc)))
     assert results["summary"]["mean"]["srcc"] == pytest.approx(float(np.mean(srcc)))
@@ -65,6 +53,20 @@ def test_split_protocol_end_to_end(tmp_path, model_dir, blur_csv):
         ["splits", *common, "--out", str(tmp_path / "again"), "--splits", str(out / "split_definitions.json"), *extra]
     )
     assert [r["test"]["srcc"] for r in again["runs"]] == pytest.approx(srcc)
+
+
+def test_few_label_protocol_seeds_and_test_metrics(tmp_path, model_dir, blur_csv):
+    common = ["--model", str(model_dir), "--table", str(blur_csv / "labels.csv"), "--mos_range", "0", "100"]
+    extra = ["--labels", "5", "8", "--seeds", "1", "2", "--config", str(blur_csv / "quick.yaml")]
+    results = protocols.main(["few-label", *common, "--out", str(tmp_path), "--test_fraction", "0.25", *extra])
+    assert results["test_images"] == 4
+    assert [(r["labels"], r["seed"]) for r in results["runs"]] == [(5, 1), (5, 2), (8, 1), (8, 2)]
+    # each run's test metrics are those of its adapter on the 4 held-out images, and seeds change the adapter
+    assert results["runs"][0]["test"] != results["runs"][1]["test"]
+    for run in results["runs"]:
+        assert -1 <= run["test"]["srcc"] <= 1 and run["test"]["rmse"] > 0 and run["best_epoch"] in (1.0, 2.0)
+    table = (tmp_path / "few-label.md").read_text()
+    assert "| 5 | 2 |" in table and "| 8 | 2 |" in table
 
 
 def test_zero_shot_protocol_and_cli_evaluate(tmp_path, model_dir, model, blur_csv):
@@ -86,3 +88,18 @@ def test_zero_shot_protocol_and_cli_evaluate(tmp_path, model_dir, model, blur_cs
     assert report["setup"]["adapter"] == "tiny" and len(report["predictions"]) == len(images)
     assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli_main(["evaluate", "--model", str(model_dir), "--data", "nope", "--output", str(out)]) == 1
+
+
+def test_evaluate_leaves_out_rmse_when_scores_and_mos_have_different_scales(tmp_path, model_dir, blur_csv, capsys):
+    args = ["evaluate", "--model", str(model_dir), "--data", str(blur_csv / "labels.csv"), "--prompt-set", "level5"]
+    assert cli_main([*args, "--output", str(tmp_path / "raw"), "--no-plot", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads((tmp_path / "raw" / "report.json").read_text())
+    assert set(report["metrics"]) == {"srcc", "krcc", "plcc", "plcc_logistic"} and "rmse:" not in captured.out
+    (warning,) = report["warnings"]
+    assert warning.startswith("RMSE left out: the scores lie in [0.2, 1] and the MOS in [40, 86]")
+    assert warning in captured.err and "SRCC, KRCC and PLCC do not depend on the scales" in warning
+    # with the MOS scale, targets are normalised to [0, 1] and RMSE is reported
+    assert cli_main([*args, "--mos-range", "0", "100", "--output", str(tmp_path / "scaled"), "--no-plot"]) == 0
+    report = json.loads((tmp_path / "scaled" / "report.json").read_text())
+    assert "rmse" in report["metrics"] and report["warnings"] == []

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+import torch
+
 LOADER = textwrap.dedent(
     """
     import json, sys
@@ -33,12 +35,13 @@ LOADER = textwrap.dedent(
         "zero_shot_quality_20": model.score(paths, prompt_set="ensemble20").tolist(),
         "adapter_score": model.score(paths, adapter="tiny").tolist(),
         "pipeline": pipe(paths[:2], adapter="tiny"),
+        "score_map": model.score_map(paths[0], adapter="tiny").scores.tolist(),
     }))
     """
 )
 
 
-def test_remote_code_load_matches_reference(tmp_path, model_dir, reference, reference_images):
+def test_remote_code_load_matches_reference(tmp_path, model_dir, model, reference, reference_images):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
     images = {name: str(path) for name, path in reference_images.items()}
@@ -63,3 +66,5 @@ def test_remote_code_load_matches_reference(tmp_path, model_dir, reference, refe
     first = out["names"][0]
     assert out["pipeline"][0]["task"] == "quality"
     assert abs(out["pipeline"][0]["score"] - reference["images"][first]["adapter_score"]) <= 1e-5
+    expected_map = model.score_map(str(reference_images[first]), adapter="tiny").scores  # quality maps (issue 20)
+    assert torch.allclose(torch.tensor(out["score_map"]), expected_map, atol=1e-6)

@@ -10,6 +10,7 @@ import ast
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -164,3 +165,72 @@ def test_use_safetensors_refuses_a_pickle_only_folder(model, pickle_only_folder)
     assert UniQAModel.from_pretrained(pickle_only_folder).clip.logit_scale.item() == model.clip.logit_scale.item()
     with pytest.raises(OSError, match="model.safetensors"):
         UniQAModel.from_pretrained(pickle_only_folder, use_safetensors=True)
+
+
+def _stranger_folder(model_dir: Path, tmp_path: Path, file: str, edit) -> Path:
+    folder = tmp_path / "stranger"
+    shutil.copytree(model_dir, folder)
+    values = json.loads((folder / file).read_text())
+    edit(values)
+    (folder / file).write_text(json.dumps(values))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("file", "edit", "message"),
+    [
+        ("config.json", lambda c: c["vision_config"].update(num_hidden_layers=100_000), "num_hidden_layers = 100000"),
+        ("config.json", lambda c: c["text_config"].update(hidden_size=10**9), "hidden_size = 1000000000"),
+        ("config.json", lambda c: c.update(levels=[0.2, float("nan"), 0.6, 0.8, 1.0]), "levels"),
+        ("config.json", lambda c: c.update(prompt_sets={"x": "not a prompt set"}), "prompt set 'x'"),
+        ("preprocessor_config.json", lambda c: c.update(crops=10**9), "crops = 1000000000"),
+        ("preprocessor_config.json", lambda c: c.update(image_std=[0.2, 0.0, 0.3]), "image_std"),
+        ("preprocessor_config.json", lambda c: c.update(crop_size=10**6), "crop_size = 1000000"),
+    ],
+)
+def test_absurd_model_folders_are_refused_naming_file_and_field(model_dir, tmp_path, file, edit, message):
+    """Refused before any weight or crop is allocated (these used to hang), with a ValueError naming both."""
+    from modeling_uniqa import UniQAModel
+
+    folder = _stranger_folder(model_dir, tmp_path, file, edit)
+    with pytest.raises(ValueError, match=re.escape(str(folder / file))) as error:
+        UniQAModel.from_pretrained(folder)
+    assert message in str(error.value)
+
+
+def test_non_finite_weights_are_a_load_time_error(model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from modeling_uniqa import UniQAModel
+
+    folder = tmp_path / "nan"
+    shutil.copytree(model_dir, folder)
+    state = load_file(folder / "model.safetensors")
+    state["clip.logit_scale"] = torch.tensor(float("nan"))
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="non-finite logit_scale"):
+        UniQAModel.from_pretrained(folder)
+
+
+def test_a_failed_adapter_load_leaves_the_config_unchanged(model_dir, tmp_path):
+    from modeling_uniqa import UniQAModel
+
+    model = UniQAModel.from_pretrained(model_dir)
+    model.add_multicue_adapter("m", prompt_set="level5")
+    model.config.prompt_sets["mine"] = {"task": "quality", "groups": {"g": ["a", "b", "c", "d", "e"]}}
+    model.config.adapters["m"]["prompt_set"] = "mine"
+    model.save_multicue_adapter(tmp_path / "m", "m")
+    config = json.loads((tmp_path / "m" / "adapter_config.json").read_text())
+    (tmp_path / "m" / "adapter_config.json").write_text(json.dumps({**config, "bottleneck_dim": 7}))
+    fresh = UniQAModel.from_pretrained(model_dir)
+    before = fresh.config.to_dict()
+    with pytest.raises(ValueError, match="weights do not fit"):
+        fresh.load_multicue_adapter(tmp_path / "m")
+    assert fresh.config.to_dict() == before and "m" not in fresh.adapters
+    (tmp_path / "m" / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="adapter_config.json: not a readable adapter config"):
+        fresh.load_multicue_adapter(tmp_path / "m")
+    del config["embed_dim"]
+    (tmp_path / "m" / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="not a readable adapter config .KeyError"):
+        fresh.load_multicue_adapter(tmp_path / "m")

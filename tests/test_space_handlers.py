@@ -130,6 +130,20 @@ def test_batch_zip_and_per_file_errors(space, model, reference_images, tmp_path)
         space.batch([])
 
 
+def test_batch_rows_are_the_rows_of_uniqa_score(space, model_dir, reference_images, tmp_path, capsys):
+    from modeling_uniqa.tools.cli import main
+
+    single = tmp_path / "chelsea.png"
+    shutil.copy(reference_images["chelsea"], single)
+    _, csv_path = space.batch([str(single)], "adapter:tiny")
+    assert main(["score", str(single), "--model", str(model_dir), "--adapter", "tiny", "--quiet"]) == 0
+    (cli_row,) = csv.DictReader(capsys.readouterr().out.splitlines())
+    (space_row,) = csv.DictReader(Path(csv_path).read_text(encoding="utf-8").splitlines())
+    assert space_row["prompt_set"] == "level5"  # the adapter's prompt set, as `uniqa score` writes it
+    assert float(space_row.pop("score")) == pytest.approx(float(cli_row.pop("score")), abs=2e-6)
+    assert {**space_row, "path": str(single)} == cli_row
+
+
 def test_custom_prompt_pairs(app, space, model, reference_images):
     groups = app.parse_prompt_pairs("# comment\nlight: a dark photo | a bright photo\n a blurry photo|a sharp photo ")
     assert groups == {"light": ["a dark photo", "a bright photo"], "pair 2": ["a blurry photo", "a sharp photo"]}

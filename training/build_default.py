@@ -13,7 +13,11 @@ Stages (each writes under `work_dir` and is skipped when its output exists; `--f
              (`modeling_uniqa.training.finetuning.finetune_adapter`).
 6. evaluate  livec validation SRCC/PLCC, SRCC of score vs. distortion level per type on held-out photos, CPU speed.
 7. examples  `examples_dir` (`examples/`): held-out scikit-image photos and blurred / noisy / JPEG versions.
-8. export    the model folder (`output`) with its model card, from the measured numbers.
+8. export    the model folder (`output`), recording which dataset images trained and selected it.
+9. protocol  `uniqa protocols compare` on the exported model (config `protocol:`): the model zero-shot and with an
+             adapter per split against a sharpness score and BRISQUE + SVR, on random 80/20 splits of livec_jpg
+             (`modeling_uniqa.training.comparison`), with distortion curves. How a recipe is judged.
+10. card     the model card, from the measured numbers (`training.model_card`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
+
+from training.model_card import BUILD_FILES, read_records, write_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("build_default")
@@ -284,10 +290,14 @@ def stage_pretrain(config: dict[str, Any], work: Path, resume: bool) -> Path:
 
 def stage_adapter(config: dict[str, Any], work: Path) -> Path:
     from modeling_uniqa import UniQAModel
-    from modeling_uniqa.training.finetuning import FinetuneArguments, finetune_adapter
+    from modeling_uniqa.training.finetuning import finetune_adapter, finetune_arguments
 
     settings = dict(config["adapter"])
     name = settings.pop("name")
+    # the config's `epochs` and `batch_size` (also read by the model card) are TrainingArguments' names for them
+    settings["num_train_epochs"] = settings.pop("epochs")
+    settings["per_device_train_batch_size"] = settings.pop("batch_size")
+    adapter_args, args = finetune_arguments({**settings, "output_dir": str(work / "adapter" / "trainer")})
     model = UniQAModel.from_pretrained(work / "pretrain" / "final").eval()
     train, validation = livec_split(config)
     started = time.time()
@@ -298,7 +308,8 @@ def stage_adapter(config: dict[str, Any], work: Path) -> Path:
         name,
         mos_range=(0.0, 100.0),
         dataset="LIVE In the Wild Challenge (livec_jpg subset, 627 JPEG photos)",
-        args=FinetuneArguments(**settings, output_dir=str(work / "adapter" / "trainer")),
+        args=args,
+        adapter_args=adapter_args,
         cache_dir=work / "adapter" / "features",
     )
     model.config.adapters[name]["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, float)}
@@ -372,7 +383,6 @@ def write_examples(config: dict[str, Any], folder: Path) -> list[Path]:
 
 def stage_export(config: dict[str, Any], work: Path) -> Path:
     from modeling_uniqa import UniQAModel
-    from training.model_card import write_model_card
 
     output = resolve(config["output"])
     if output.exists():
@@ -382,9 +392,44 @@ def stage_export(config: dict[str, Any], work: Path) -> Path:
     model.config.prompt_sets.pop("aesthetics20", None)
     model.config.task_prompt_sets.pop("aesthetics", None)
     model.config.unavailable_tasks = {"aesthetics": UNAVAILABLE_AESTHETICS}
+    model.config.backbone_images = backbone_images(config)
     model.save_pretrained(output)
-    write_model_card(output, config, work)
     return output
+
+
+def stage_protocol(config: dict[str, Any], work: Path) -> Path:
+    """`uniqa protocols compare` on the exported model and the livec_jpg table -> `work/protocol/compare.json`.
+
+    The config's `protocol:` holds the command's options (`count`, `curve_photos`, `distortions`), `finetune` (the
+    adapter's settings, default: the recipe's) and `max_images` (the first N table rows only: miniature builds)."""
+    from modeling_uniqa.training import protocols
+    from modeling_uniqa.training.finetuning import read_mos_table
+
+    settings = dict(config["protocol"])
+    folder = work / "protocol"
+    folder.mkdir(parents=True, exist_ok=True)
+    livec = resolve(config["data"]["livec_dir"])
+    table = read_mos_table(livec / "labels.csv", image_root=livec / "ChallengeDB_release" / "Images")
+    table = table[: settings.pop("max_images", None)]
+    (folder / "labels.csv").write_text("image,mos\n" + "".join(f"{image},{mos}\n" for image, mos in table))
+    (folder / "finetune.yaml").write_text(yaml.safe_dump(settings.pop("finetune", None) or {}))
+    argv = ["compare", "--model", str(resolve(config["output"])), "--table", str(folder / "labels.csv")]
+    argv += ["--mos-range", "0", "100", "--out", str(folder), "--cache-dir", str(folder / "features")]
+    argv += ["--config", str(folder / "finetune.yaml")]
+    for key, value in settings.items():
+        argv += [f"--{key.replace('_', '-')}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    protocols.main(argv)
+    return folder / "compare.json"
+
+
+def backbone_images(config: dict[str, Any]) -> dict[str, dict[str, str | None]]:
+    """The dataset images that pre-trained the backbone (the livec training photos, also distorted when their MOS is
+    high) and those its recipe was chosen on (the livec validation photos), for `config.backbone_images`
+    (`modeling_uniqa.training.provenance`; the adapter's own record is written by `finetune_adapter`)."""
+    from modeling_uniqa.training.provenance import image_record
+
+    train, validation = livec_split(config)
+    return {"trained": image_record(p for p, _ in train), "selected": image_record(p for p, _ in validation)}
 
 
 UNAVAILABLE_AESTHETICS = (
@@ -392,7 +437,7 @@ UNAVAILABLE_AESTHETICS = (
     "score; convert the released UniQA weights (uniqa convert UniQA_weight.pt --out DIR) and pass --model DIR"
 )
 
-STAGES = ("photos", "corpus", "captions", "pretrain", "adapter", "evaluate", "examples", "export")
+STAGES = ("photos", "corpus", "captions", "pretrain", "adapter", "evaluate", "examples", "export", "protocol", "card")
 
 
 def stage_done(stage: str, work: Path) -> bool:
@@ -403,6 +448,7 @@ def stage_done(stage: str, work: Path) -> bool:
         "pretrain": work / "pretrain" / "final" / "model.safetensors",
         "adapter": work / "adapter" / "model" / "model.safetensors",
         "evaluate": work / "metrics.json",
+        "protocol": work / "protocol" / "compare.json",
     }.get(stage)
     return marker is not None and marker.exists()
 
@@ -460,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
             write_examples(config, resolve(config.get("examples_dir") or "examples"))
         elif stage == "export":
             stage_export(config, work)
+        elif stage == "protocol":
+            stage_protocol(config, work)
+        elif stage == "card":
+            records = read_records({name: work / file for name, file in BUILD_FILES.items()})
+            write_model_card(resolve(config["output"]), config, records, resolve(config["data"]["livec_dir"]))
         timings[stage] = time.time() - started
         timing_file.write_text(json.dumps(timings, indent=1))
         logger.info("stage %s done in %.0f s", stage, timings[stage])

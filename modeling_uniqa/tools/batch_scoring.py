@@ -13,31 +13,55 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 
 
-def expand_inputs(items: Sequence[str]) -> list[str]:
+def expand_inputs(items: Sequence[str], stdin: IO[str] | None = None) -> list[str]:
     """Paths, folders (searched recursively for image files) and glob patterns -> file paths, in order.
 
-    Anything that matches nothing (a missing path, an empty glob, a folder without image files) is kept as it is,
-    so that it gets an error row instead of vanishing.
+    Image extensions match in any case, in folders and at the end of a glob (`*.jpg` finds `.JPG`); the rest of a
+    glob is matched as Python's `glob` does (case-sensitive on Linux; `**` spans folders). `-` reads more inputs
+    from `stdin` (default: standard input), one per line, expanded the same way. Anything that matches nothing (a
+    missing path, an empty glob, a folder without image files) is kept as it is, so that it gets an error row
+    instead of vanishing.
     """
     paths: list[str] = []
     for item in items:
-        if os.path.isdir(item):
+        if item == "-":
+            lines = (stdin or sys.stdin).read().split("\n")
+            paths.extend(expand_inputs([line.removesuffix("\r") for line in lines if line.strip()]))
+        elif os.path.isdir(item):
             found = sorted(
                 str(p) for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
             )
             paths.extend(found or [item])
         elif not os.path.lexists(item) and glob.has_magic(item):
-            paths.extend(sorted(glob.glob(item, recursive=True)) or [item])
+            paths.extend(sorted(glob.glob(any_case_suffix(item), recursive=True)) or [item])
         else:
             paths.append(item)
     return paths
+
+
+def any_case_suffix(pattern: str) -> str:
+    """A glob whose image extension matches in any case: `*.jpg` -> `*.[jJ][pP][gG]`; other patterns as they are."""
+    stem, dot, suffix = pattern.rpartition(".")
+    if not dot or f".{suffix.lower()}" not in IMAGE_SUFFIXES:
+        return pattern
+    return stem + "." + "".join(f"[{char.lower()}{char.upper()}]" for char in suffix)
+
+
+def result_row(
+    path: str, request: tuple[str, str | None, str], score: float | None = None, error: str | None = None
+) -> dict[str, Any]:
+    """One result row of `uniqa score` and of the Space's batch table: the input, its score (6 decimals) or the
+    reason it has none, and how it was scored (`request`: the task, adapter and prompt set of `model.resolve`)."""
+    task, adapter, prompt_set = request
+    score = None if score is None else round(float(score), 6)
+    return {"path": path, "score": score, "task": task, "adapter": adapter, "prompt_set": prompt_set, "error": error}
 
 
 def escape_text(text: str) -> str:
@@ -188,8 +212,11 @@ def score_chunk(
     """Loaded images `{path: image}` -> `{path: score}` with `model.score`.
 
     If scoring the chunk raises, its images are scored one by one, so an image that breaks scoring (out of
-    memory, say) gets a reason in `errors` instead of sinking the chunk or the run.
+    memory, say) gets a reason in `errors` instead of sinking the chunk or the run. Images may be paths that
+    `model.score` reads itself (`--decode processes`): one it cannot read gets the reading error's own message.
     """
+    from ..image_processing_uniqa import ImageReadError
+
     task, adapter, prompt_set = request
 
     def run(batch: list[Any]) -> list[float]:
@@ -205,20 +232,32 @@ def score_chunk(
     for path, image in images.items():
         try:
             scores[path] = run([image])[0]
+        except ImageReadError as error:
+            errors[path] = str(error)
         except Exception as error:
             errors[path] = f"{path}: cannot score image ({type(error).__name__}: {error})"
     return scores
 
 
 def prefetch_images(
-    processor: Any, paths: Sequence[str], num_workers: int | None, lookahead: int
+    processor: Any,
+    paths: Iterable[Any],
+    num_workers: int | None,
+    lookahead: int,
+    read: Callable[[Any], Any] | None = None,
 ) -> Iterator[tuple[Any, str | None]]:
-    """Decode `paths` in worker threads ahead of the model -> `(image, None)` or `(None, reason)`, in order."""
+    """Decode `paths` in worker threads ahead of the model -> `(image, None)` or `(None, reason)`, in order.
+
+    `read` turns one item into an image (default: `processor.load_image`); its `ValueError` / `OSError` is the
+    item's reason. `paths` may be a lazy iterable: items are drawn only `lookahead` ahead of the consumer.
+    """
     from ..image_processing_uniqa import default_num_workers, map_in_threads
 
-    def load(path: str) -> tuple[Any, str | None]:
+    read = read or processor.load_image
+
+    def load(item: Any) -> tuple[Any, str | None]:
         try:
-            return processor.load_image(path), None
+            return read(item), None
         except (ValueError, OSError) as error:
             return None, str(error)
 
@@ -231,6 +270,26 @@ def distributed_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def shard_path(output: str, rank: int, world: int) -> str:
-    """The JSON-lines file a process writes its shard's rows to, beside `output`."""
-    return f"{output}.shard-{rank:05d}-of-{world:05d}.jsonl"
+def shard_path(output: str, rank: int, world: int, suffix: str = ".jsonl") -> str:
+    """Where a process writes its shard's rows, beside `output`: a JSON-lines file (`uniqa score` on files), or
+    with `suffix=".parts"` a folder of Parquet parts (`uniqa score --dataset`)."""
+    return f"{output}.shard-{rank:05d}-of-{world:05d}{suffix}"
+
+
+def join_process_group(device: str | None) -> str | None:
+    """In one of several processes (`accelerate launch`, `torchrun`): join the gloo process group and pick where
+    this process scores -> the device (`cuda:LOCAL_RANK` when `device` is unset and GPUs exist; on CPUs the
+    machine's cores are split between its processes)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if device is None and torch.cuda.is_available():
+        device = f"cuda:{local_rank}"
+    if device is None or device == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))  # shards may take days
+    return device

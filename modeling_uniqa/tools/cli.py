@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -17,8 +20,10 @@ from .batch_scoring import (
     distributed_world,
     escape_text,
     expand_inputs,
+    join_process_group,
     prefetch_images,
     read_rows,
+    result_row,
     score_chunk,
     shard_path,
     split_done,
@@ -41,23 +46,80 @@ def default_model() -> str:
     )
 
 
-def score_command(args: argparse.Namespace) -> int:
+def load_model(args: argparse.Namespace):
+    """The model of `--model` (default: `default_model()`), in eval mode, from safetensors only; a folder or Hub id
+    that cannot be loaded (missing, offline, not a UniQA model) is a `ValueError` of one line."""
     from ..modeling_uniqa import UniQAModel
 
+    source = args.model or default_model()
+    try:
+        return UniQAModel.from_pretrained(source, use_safetensors=True).eval()
+    except OSError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot load a model from {source}: {reason}") from error
+
+
+def check_device(device: str | None) -> None:
+    """A `--device` that does not parse or is not available here is a `ValueError` before any work starts."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"--device {device}: not a device ({error})") from error
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {device}: no such CUDA device is available here")
+    if parsed.type not in ("cpu", "cuda") and not getattr(torch, parsed.type).is_available():
+        raise ValueError(f"--device {device}: not available here")
+
+
+def score_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`model.score`'s keyword arguments from `uniqa score`'s crop, precision, device and worker options."""
+    options = {"crop_mode": args.crop_mode, "crops": args.crops, "max_side": args.max_side, "seed": args.seed}
+    options |= {"dtype": args.dtype, "device": args.device, "num_workers": args.num_workers, "compile": args.compile}
+    return options
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def score_command(args: argparse.Namespace) -> int:
+
+    if args.dataset is not None:
+        require_extra("datasets", "uniqa score --dataset")
+        from .dataset_scoring import score_dataset_command
+
+        return score_dataset_command(args)
     if distributed_world()[1] > 1 and not getattr(args, "shard", False):
         return sharded_score_command(args)
     paths = expand_inputs(args.inputs)
     if not paths:
-        print("uniqa: no input images", file=sys.stderr)
+        print("uniqa: no input images (give files, folders, globs or -, or --dataset)", file=sys.stderr)
         return 2
     if args.quiet:
         from transformers.utils import logging
 
         logging.disable_progress_bar()
-    model = UniQAModel.from_pretrained(args.model or default_model(), use_safetensors=True).eval()
+    check_device(args.device)
+    if args.output not in (None, "-") and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise ValueError(
+            f"--output {args.output}: the folder {os.path.dirname(os.path.abspath(args.output))} does not exist"
+        )
+    model = load_model(args)
     task, adapter, prompt_set = model.resolve(args.task, args.adapter, args.prompt_set)
-    options = {"crop_mode": args.crop_mode, "crops": args.crops, "max_side": args.max_side, "seed": args.seed}
-    options |= {"dtype": args.dtype, "device": args.device, "num_workers": args.num_workers, "compile": args.compile}
+    options = score_options(args)
+    try:  # the tower now: a precision or device that cannot run here fails in one line, before any work
+        model.image_tower(args.dtype, args.device, args.compile)
+    except (ValueError, ImportError, RuntimeError) as error:
+        print(f"uniqa: {error}", file=sys.stderr)
+        return 1
     remaining, done = list(paths), []
     if args.resume:
         if args.output is None:
@@ -70,11 +132,20 @@ def score_command(args: argparse.Namespace) -> int:
             print(f"uniqa: cannot resume: {error}", file=sys.stderr)
             return 1
     failures = sum(1 for row in done if row.get("error"))
-    with (
-        RowWriter(args.format, args.output, append=args.resume) as writer,
-        tqdm(total=len(paths), initial=len(done), unit="img", file=sys.stderr, disable=args.quiet) as progress,
-    ):
-        loaded = prefetch_images(model.image_processor, remaining, args.num_workers, args.batch_size)
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(RowWriter(args.format, args.output, append=args.resume))
+        progress = stack.enter_context(
+            tqdm(total=len(paths), initial=len(done), unit="img", file=sys.stderr, disable=args.quiet)
+        )
+        if args.decode == "processes":  # paths go as they are to the decoding processes
+            from ..image_processing_uniqa import default_num_workers
+            from .decoding import decoding_processes
+
+            workers = args.num_workers if args.num_workers is not None else default_num_workers()
+            options["decode"] = stack.enter_context(decoding_processes(workers))
+            loaded = ((path, None) for path in remaining)
+        else:
+            loaded = prefetch_images(model.image_processor, remaining, args.num_workers, args.batch_size)
         for chunk in chunks(remaining, args.batch_size):
             images, errors = {}, {}
             for path, (image, error) in zip(chunk, itertools.islice(loaded, len(chunk)), strict=True):
@@ -84,12 +155,8 @@ def score_command(args: argparse.Namespace) -> int:
                     errors[path] = error
             scores = score_chunk(model, images, errors, (task, adapter, prompt_set), args.batch_size, options)
             for path in chunk:
-                row = {"path": path, "task": task, "adapter": adapter, "prompt_set": prompt_set}
-                if path in scores:
-                    row["score"] = round(float(scores[path]), 6)
-                else:
-                    row["error"] = errors[path]
-                    failures += 1
+                row = result_row(path, (task, adapter, prompt_set), scores.get(path), errors.get(path))
+                failures += row["error"] is not None
                 writer.write(row)
             writer.sync()
             progress.update(len(chunk))
@@ -110,27 +177,19 @@ def sharded_score_command(args: argparse.Namespace) -> int:
     `--output` in input order and deletes the shards. On GPUs each process uses `cuda:LOCAL_RANK`; on CPUs the
     cores are split between the processes of a machine.
     """
-    import datetime
-
-    import torch
     import torch.distributed as dist
-
-    from ..modeling_uniqa import UniQAModel
 
     rank, world = distributed_world()
     if args.output is None:
         print("uniqa: scoring with several processes needs --output (shards are written beside it)", file=sys.stderr)
         return 1
-    local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    if args.device is None and torch.cuda.is_available():
-        args.device = f"cuda:{local_rank}"
-    if args.device is None or args.device == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))  # shards may take days
+    if "-" in args.inputs:
+        print("uniqa: reading inputs from standard input (-) needs a single process", file=sys.stderr)
+        return 1
+    args.device = join_process_group(args.device)
     paths, done = expand_inputs(args.inputs), []
     if args.resume and os.path.exists(args.output):
-        model = UniQAModel.from_pretrained(args.model or default_model(), use_safetensors=True)
+        model = load_model(args)
         request = model.resolve(args.task, args.adapter, args.prompt_set)
         try:
             paths, done = split_done(paths, read_rows(args.output, args.format), request)
@@ -173,6 +232,7 @@ def export_command(args: argparse.Namespace) -> int:
             prompt_set=args.prompt_set,
             opset=args.opset,
             check=not args.no_check,
+            dtype=args.dtype,
         )
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"uniqa export: {error}", file=sys.stderr)
@@ -183,40 +243,94 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def info_command(args: argparse.Namespace) -> int:
+def model_record(model: str) -> dict[str, Any]:
+    """Everything `uniqa info` knows about a model folder: towers, levels, prompt sets, adapters (with their
+    metadata: dataset, MOS scale, metrics, training settings) and test-time crops."""
     from ..configuration_uniqa import UniQAConfig
     from ..image_processing_uniqa import UniQAImageProcessor
 
-    config = UniQAConfig.from_pretrained(args.model or default_model())
-    processor = UniQAImageProcessor.from_pretrained(args.model or default_model())
+    config = UniQAConfig.from_pretrained(model)
+    processor = UniQAImageProcessor.from_pretrained(model)
     vision, text = config.vision_config, config.text_config
-    print(f"model: {args.model or default_model()}")
-    print(
-        f"vision tower: {vision.num_hidden_layers} layers, width {vision.hidden_size}, patch {vision.patch_size}, "
-        f"{vision.image_size} px; text tower: {text.num_hidden_layers} layers, width {text.hidden_size}; "
-        f"embedding {config.projection_dim}"
-    )
-    print(
-        f"zero-shot levels: {config.levels} (scores in [{min(config.levels):g}, {max(config.levels):g}], "
-        "higher is better)"
-    )
-    print("prompt sets:")
-    for name, prompt_set in config.prompt_sets.items():
-        default = (
-            " (default for " + prompt_set["task"] + ")"
-            if config.task_prompt_sets.get(prompt_set["task"]) == name
+    return {
+        "model": model,
+        "vision_tower": {
+            "layers": vision.num_hidden_layers,
+            "width": vision.hidden_size,
+            "patch_size": vision.patch_size,
+            "image_size": vision.image_size,
+        },
+        "text_tower": {"layers": text.num_hidden_layers, "width": text.hidden_size},
+        "projection_dim": config.projection_dim,
+        "levels": config.levels,
+        "prompt_sets": config.prompt_sets,
+        "task_prompt_sets": config.task_prompt_sets,
+        "adapters": config.adapters,
+        "test_time_crops": {
+            "crop_mode": processor.crop_mode,
+            "crops": processor.crops,
+            "crop_size": processor.crop_size,
+            "max_side": processor.max_side,
+        },
+    }
+
+
+ADAPTER_SUMMARY_KEYS = ("task", "prompt_set", "bottleneck_dim", "dataset", "mos_range", "higher_is_better")
+
+
+def adapter_summary(meta: dict[str, Any]) -> list[str]:
+    """An adapter's metadata in one or two short lines (its full record: `uniqa info --json`)."""
+    parts = [meta["task"], f"prompt set {meta.get('prompt_set')}", f"bottleneck {meta.get('bottleneck_dim')}"]
+    if meta.get("mos_range"):
+        low, high = meta["mos_range"]
+        parts.append(f"MOS {low:g}-{high:g}, {'higher' if meta.get('higher_is_better', True) else 'lower'} is better")
+    scalars = (str, int, float, bool)
+    parts += [f"{k}={v}" for k, v in meta.items() if k not in ADAPTER_SUMMARY_KEYS and isinstance(v, scalars)]
+    lines = ["; ".join(parts)] + ([f"trained on {meta['dataset']}"] if meta.get("dataset") else [])
+    metrics, training = meta.get("metrics") or {}, meta.get("training") or {}
+    shown = [f"{k.upper()} {metrics[k]:.3f}" for k in ("srcc", "plcc", "krcc", "rmse") if metrics.get(k) is not None]
+    if shown or training:
+        epoch = f" at epoch {metrics['best_epoch']:g}" if metrics.get("best_epoch") is not None else ""
+        split = (
+            f"; {training['train_images']} training / {training['validation_images']} validation images"
+            if {"train_images", "validation_images"} <= set(training)
             else ""
         )
-        groups = ", ".join(prompt_set["groups"])
-        print(f"  {name}: {prompt_set['task']}{default}; groups: {groups}")
-    print("adapters:" if config.adapters else "adapters: none")
-    for name, meta in config.adapters.items():
-        extras = ", ".join(f"{k}={v}" for k, v in meta.items() if k != "task" and v is not None)
-        print(f"  {name}: {meta['task']}; {extras}")
+        lines.append(f"validation {', '.join(shown) or 'metrics not recorded'}{epoch}{split}")
+    return lines
+
+
+def info_command(args: argparse.Namespace) -> int:
+    record = model_record(args.model or default_model())
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    vision, text, levels = record["vision_tower"], record["text_tower"], record["levels"]
+    print(f"model: {record['model']}")
     print(
-        f"test-time crops: {processor.crop_mode}, {processor.crops} crops of {processor.crop_size} px, "
-        f"max side {processor.max_side or 'none'}"
+        f"vision tower: {vision['layers']} layers, width {vision['width']}, patch {vision['patch_size']}, "
+        f"{vision['image_size']} px; text tower: {text['layers']} layers, width {text['width']}; "
+        f"embedding {record['projection_dim']}"
     )
+    print(f"zero-shot levels: {levels} (scores in [{min(levels):g}, {max(levels):g}], higher is better)")
+    print("prompt sets:")
+    for name, prompt_set in record["prompt_sets"].items():
+        task = prompt_set["task"]
+        default = f" (default for {task})" if record["task_prompt_sets"].get(task) == name else ""
+        print(f"  {name}: {task}{default}; groups: {', '.join(prompt_set['groups'])}")
+    print("adapters:" if record["adapters"] else "adapters: none")
+    for name, meta in record["adapters"].items():
+        first, *rest = adapter_summary(meta)
+        print(f"  {name}: {first}")
+        for line in rest:
+            print(f"    {line}")
+    crops = record["test_time_crops"]
+    print(
+        f"test-time crops: {crops['crop_mode']}, {crops['crops']} crops of {crops['crop_size']} px, "
+        f"max side {crops['max_side'] or 'none'}"
+    )
+    if record["adapters"]:
+        print("(uniqa info --json: the full record, with each adapter's metrics and training settings)")
     return 0
 
 
@@ -241,7 +355,6 @@ def convert_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from ..modeling_uniqa import UniQAModel
     from ..training.finetuning import benchmark_table, read_mos_table
     from .evaluation import evaluate_table, write_report
 
@@ -261,7 +374,30 @@ def evaluate_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"uniqa evaluate: {error}", file=sys.stderr)
         return 1
-    model = UniQAModel.from_pretrained(args.model or default_model(), use_safetensors=True).eval()
+    model = load_model(args)
+    left_out = 0
+    if not os.path.isfile(args.data) and not args.include_seen:  # a benchmark split: only images the model never saw
+        from ..training.provenance import overlap_summary, seen_images, without_seen
+
+        kept, found = without_seen(table, seen_images(model.config, args.adapter))
+        left_out, where = len(table) - len(kept), f"{args.data}'s {args.split} split in {args.data_dir}"
+        if len(kept) < 3:
+            print(
+                f"uniqa evaluate: {left_out} of the {len(table)} images of {where} trained or selected this model "
+                f"({overlap_summary(found)}), {len(kept)} did not: no disjoint test set in this copy of the data "
+                "(3 images needed). Evaluate on images the model never saw, or pass --include-seen to evaluate on "
+                "these anyway (an optimistic number).",
+                file=sys.stderr,
+            )
+            return 1
+        if left_out:
+            print(
+                f"uniqa evaluate: left out {left_out} of the {len(table)} images of {where}: they trained or "
+                f"selected this model ({overlap_summary(found)}); evaluating the other {len(kept)} "
+                "(--include-seen keeps them)",
+                file=sys.stderr,
+            )
+        table = kept
     report = evaluate_table(
         model,
         table,
@@ -276,10 +412,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
         crops=args.crops,
         max_side=args.max_side,
     )
+    report["setup"]["left_out_seen"] = left_out
     out = Path(args.output)
     write_report(report, out / "report.json", None if args.no_plot else out / "scatter.png")
     for name, value in report["metrics"].items():
         print(f"{name}: {value:.4f}")
+    for warning in report["warnings"]:
+        print(f"uniqa evaluate: {warning}", file=sys.stderr)
     print(f"wrote {out / 'report.json'}" + ("" if args.no_plot else f" and {out / 'scatter.png'}"))
     return 0
 
@@ -296,16 +435,23 @@ def build_parser() -> argparse.ArgumentParser:
     for name, summary in TRAINING_COMMANDS.items():  # parsed by the command itself (`uniqa NAME --help`)
         commands.add_parser(name, help=f"{summary} [train]", add_help=False)
 
-    score = commands.add_parser("score", help="score images (files, folders, globs)")
-    score.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    score = commands.add_parser("score", help="score images (files, folders, globs) or a dataset's image column")
+    score.add_argument(
+        "inputs",
+        nargs="*",
+        help="image files, folders (searched recursively), glob patterns (quote them; image extensions match in any "
+        "case), or - to read these from standard input, one per line",
+    )
     score.add_argument("--model", help="model folder or hub id (default: $UNIQA_MODEL or the bundled model)")
     score.add_argument("--task", choices=["quality", "aesthetics"], help="default: quality, or the adapter's task")
     score.add_argument("--adapter", help="trained adapter name (default: zero-shot prompts)")
     score.add_argument("--prompt-set", help="zero-shot prompt set (see `uniqa info`)")
-    score.add_argument("--batch-size", type=int, default=32, help="crops per forward pass and images per chunk")
+    score.add_argument(
+        "--batch-size", type=positive_int, default=32, help="crops per forward pass and images per chunk"
+    )
     score.add_argument("--crop-mode", choices=["grid", "random", "center"], help="default: the model's (grid)")
-    score.add_argument("--crops", type=int, help="crops per image (default: the model's)")
-    score.add_argument("--max-side", type=int, help="downscale images whose longer side exceeds this")
+    score.add_argument("--crops", type=positive_int, help="crops per image (default: the model's)")
+    score.add_argument("--max-side", type=positive_int, help="downscale images whose longer side exceeds this")
     score.add_argument("--seed", type=int, default=0, help="seed of the random crop protocol")
     score.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     score.add_argument("--output", help="write results here instead of stdout")
@@ -315,11 +461,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run: keep --output's complete rows and score only the inputs it lacks",
     )
     score.add_argument("--quiet", action="store_true", help="no progress bar")
-    score.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="vision tower precision (default: fp32)")
+    score.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16", "fp16", "int8"],
+        help="vision tower precision (default: fp32; int8: CPUs with VNNI/AMX, needs uniqa[export])",
+    )
     score.add_argument("--device", help="where the vision tower runs, e.g. cuda, cuda:1, cpu (default: cpu)")
-    score.add_argument("--num-workers", type=int, help="image decoding threads (default: min(4, CPU count))")
+    score.add_argument(
+        "--num-workers", type=int, help="image decoding threads or processes (default: min(4, CPU count))"
+    )
+    score.add_argument(
+        "--decode",
+        choices=["threads", "processes"],
+        default="threads",
+        help="decode and crop images in worker threads (default) or worker processes (to feed a GPU)",
+    )
     score.add_argument("--compile", action="store_true", help="torch.compile the vision tower")
+    scored = score.add_argument_group("datasets (instead of inputs; writes Parquet to --output) [datasets]")
+    scored.add_argument("--dataset", help="a hub id, a local folder of Parquet/image files, or a save_to_disk folder")
+    scored.add_argument("--config", help="the dataset's configuration name")
+    scored.add_argument("--split", default="train", help="default: train")
+    scored.add_argument("--image-column", default="image", help="images, image bytes or file paths (default: image)")
+    scored.add_argument("--streaming", action="store_true", help="stream the rows instead of loading the dataset")
+    scored.add_argument("--min-score", type=float, help="write only the rows scoring at least this")
+    scored.add_argument("--keep-images", action="store_true", help="keep the image column in the output")
     score.set_defaults(func=score_command)
+
+    from .quality_map import add_map_parser  # `uniqa map`: quality-map PNGs
+
+    add_map_parser(commands)
 
     export = commands.add_parser("export", help="export a model folder as one ONNX graph, pixels to scores")
     export.add_argument("model", help="model folder")
@@ -329,11 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--adapter", help="trained adapter to bake in (default: zero-shot prompts)")
     export.add_argument("--prompt-set", help="zero-shot prompt set to bake in")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    export.add_argument(
+        "--dtype", choices=["fp32", "int8"], default="fp32", help="int8: the vision tower's linear layers quantised"
+    )
     export.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
     export.set_defaults(func=export_command)
 
     info = commands.add_parser("info", help="describe a model folder")
     info.add_argument("model", nargs="?", help="model folder or hub id (default: the bundled model)")
+    info.add_argument("--json", action="store_true", help="print the full record as JSON (adapters' metrics too)")
     info.set_defaults(func=info_command)
 
     convert = commands.add_parser("convert", help="convert an OpenAI-format CLIP/UniQA checkpoint")
@@ -353,16 +527,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--image-column", default="image")
     evaluate.add_argument("--mos-column", default="mos")
     evaluate.add_argument("--data-dir", help="the benchmark's local folder (with a benchmark name)")
-    evaluate.add_argument("--split", default="test", help="benchmark split (default: test)")
-    evaluate.add_argument("--mos-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="MOS scale")
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        help="benchmark split (default: test), less the images the model records as having trained or selected it",
+    )
+    evaluate.add_argument(
+        "--include-seen",
+        action="store_true",
+        help="keep a benchmark split's images that trained or selected the model (any overlap is still warned of)",
+    )
+    evaluate.add_argument(
+        "--mos-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="the MOS scale: targets become MOS normalised to [0, 1] (RMSE needs it when the MOS lie outside the "
+        "scores' range; SRCC, KRCC and PLCC do not)",
+    )
     evaluate.add_argument("--lower-is-better", action="store_true", help="the table holds DMOS")
     evaluate.add_argument("--task", choices=["quality", "aesthetics"])
     evaluate.add_argument("--adapter", help="trained adapter name (default: zero-shot prompts)")
     evaluate.add_argument("--prompt-set", help="zero-shot prompt set")
-    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--batch-size", type=positive_int, default=32)
     evaluate.add_argument("--crop-mode", choices=["grid", "random", "center"])
-    evaluate.add_argument("--crops", type=int)
-    evaluate.add_argument("--max-side", type=int)
+    evaluate.add_argument("--crops", type=positive_int)
+    evaluate.add_argument("--max-side", type=positive_int)
     evaluate.add_argument("--output", default="evaluation", help="folder for report.json and scatter.png")
     evaluate.add_argument("--no-plot", action="store_true", help="skip the scatter plot")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -376,22 +566,31 @@ TRAINING_COMMANDS = {
     "pretrain": "contrastive pre-training of the CLIP towers on an image-text corpus",
     "caption": "write quality/aesthetics captions for an image table (template or multimodal LLM)",
     "purify": "keep the comments of an aesthetics corpus that fit their image (AVA purification)",
-    "protocols": "10-split / few-label / zero-shot evaluation protocols",
+    "protocols": "10-split / few-label / zero-shot evaluation protocols; the model vs baselines (compare)",
 }
 # The optional dependency group each command needs beyond the base install, and the modules that group brings.
 COMMAND_EXTRAS = {"export": "export", "evaluate": "datasets", **dict.fromkeys(TRAINING_COMMANDS, "train")}
 EXTRA_MODULES = {
-    "datasets": {"datasets", "scipy", "pandas", "openpyxl", "matplotlib"},
-    "train": {"datasets", "scipy", "pandas", "accelerate", "peft", "evaluate", "matplotlib", "yaml", "skimage"},
-    "export": {"onnx", "onnxruntime", "onnxscript"},
+    "datasets": ("datasets", "scipy", "pandas", "matplotlib"),
+    "train": ("datasets", "scipy", "pandas", "matplotlib", "accelerate", "peft", "evaluate", "yaml", "skimage")
+    + ("sklearn",),
+    "export": ("onnx", "onnxruntime"),
 }
 
 
-def missing_extra(command: str, error: ModuleNotFoundError) -> str | None:
-    """The extra that would bring the module `error` names, if `command` needs that extra."""
-    extra = COMMAND_EXTRAS.get(command)
-    module = (error.name or "").split(".")[0]
-    return extra if extra is not None and module in EXTRA_MODULES[extra] else None
+class MissingExtraError(Exception):
+    """A command needs an optional dependency group that is not installed."""
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Raise [`MissingExtraError`] naming `pip install "uniqa[extra]"` if a module of `extra` is not importable."""
+    import importlib.util
+
+    missing = [name for name in EXTRA_MODULES[extra] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtraError(
+            f'{what} needs the [{extra}] extra ({", ".join(missing)} missing): pip install "uniqa[{extra}]"'
+        )
 
 
 def run_training_command(name: str, argv: Sequence[str]) -> int:
@@ -407,19 +606,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else None
     try:
+        if command in COMMAND_EXTRAS:  # checked before any work starts
+            require_extra(COMMAND_EXTRAS[command], f"uniqa {command}")
         if command in TRAINING_COMMANDS:
             return run_training_command(command, argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except ModuleNotFoundError as error:
-        extra = missing_extra(command or "", error)
-        if extra is None:
-            raise
-        print(
-            f"uniqa {command}: needs the [{extra}] extra (module {error.name!r} is missing): "
-            f'pip install "uniqa[{extra}]"',
-            file=sys.stderr,
-        )
+    except MissingExtraError as error:
+        print(error, file=sys.stderr)
         return 3
     except ValueError as error:  # a request the model cannot serve (unknown adapter, unavailable task, ...)
         print(f"uniqa: {error}", file=sys.stderr)

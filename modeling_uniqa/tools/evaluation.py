@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..modeling_uniqa import UniQAModel
 from ..training.finetuning import normalize_mos
 from ..training.metrics import iqa_metrics
+from ..training.provenance import overlap, overlap_warning, seen_images
 
 
 def evaluate_table(
@@ -32,11 +33,16 @@ def evaluate_table(
     """Score `[(image, mos)]` and compare with the MOS.
 
     Targets are the MOS normalised to `[0, 1]` (higher is better) when a MOS range is known — `mos_range`, else
-    the adapter's stored `mos_range` — and the raw MOS otherwise (then RMSE is not meaningful).
+    the adapter's stored `mos_range` — and the raw MOS otherwise. SRCC, KRCC and PLCC (raw and logistic) do not
+    depend on the scales; RMSE does: with raw MOS outside the scores' range (`model.score_range`, e.g. zero-shot
+    scores in [0.2, 1] against a 0-100 MOS) RMSE is left out of `metrics` and `warnings` says why. Images the
+    model records as having trained or selected it (its backbone, or `adapter`) are listed in `overlap` by role,
+    and `warnings` says the metrics are then optimistic (`modeling_uniqa.training.provenance`).
     `score_options` go to `UniQAModel.score` (`crop_mode`, `crops`, `max_side`, `seed`).
 
     Returns:
-        `{"metrics": {...}, "predictions": [...], "targets": [...], "images": [...], "setup": {...}}`.
+        `{"metrics": {...}, "predictions": [...], "targets": [...], "images": [...], "setup": {...},
+        "warnings": [...], "overlap": {role: [images]}}`.
     """
     task, adapter, prompt_set = model.resolve(task, adapter, prompt_set)
     if mos_range is None and adapter is not None:
@@ -53,8 +59,22 @@ def evaluate_table(
             scores.append(model.score(part, task, adapter, prompt_set, batch_size=batch_size, **score_options))
             bar.update(len(part))
     predictions = np.concatenate([s.numpy() for s in scores]).astype(np.float64)
+    metrics, warnings = iqa_metrics(predictions, targets), []
+    low, high = model.score_range(task, adapter, prompt_set)
+    if mos_range is None and (mos.min() < low - 1e-6 or mos.max() > high + 1e-6):
+        del metrics["rmse"]
+        warnings.append(
+            f"RMSE left out: the scores lie in [{low:g}, {high:g}] and the MOS in [{mos.min():g}, {mos.max():g}], "
+            "different scales; give the MOS scale (mos_range, or --mos-range LOW HIGH) to compare on [0, 1]. "
+            "SRCC, KRCC and PLCC do not depend on the scales."
+        )
+    found = overlap(images, seen_images(model.config, adapter))
+    if found:
+        warnings.append(overlap_warning(found, len(images)))
     return {
-        "metrics": iqa_metrics(predictions, targets),
+        "metrics": metrics,
+        "warnings": warnings,
+        "overlap": {role: [str(images[i]) for i in indices] for role, indices in found.items()},
         "predictions": predictions.tolist(),
         "targets": targets.tolist(),
         "images": [str(image) for image in images],

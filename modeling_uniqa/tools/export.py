@@ -3,14 +3,16 @@
 The graph holds the vision tower, the adapter (if any) and the prompt set's text features, computed once and
 stored as constants, so it needs neither the text tower nor the tokenizer. Beside `OUT.onnx` a `OUT.json` sidecar
 records how to make its input (crop size, normalisation, crop protocol) and what its output means, so that it
-can be run with onnxruntime, numpy and Pillow alone (see docs/performance.md). Needs `pip install "uniqa[export]"`.
+can be run with onnxruntime, numpy and Pillow alone (see docs/performance.md). `dtype="int8"` quantises the vision
+tower's linear layers (dynamic int8, as `score(dtype="int8")` runs them); the adapter and the prompt head stay fp32.
+Needs `pip install "uniqa[export]"`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,12 @@ import torch
 from torch import nn
 
 from ..modeling_uniqa import PromptSetLike, UniQAModel
+from ..scoring_uniqa import INT8, export_onnx_graph, quantize_int8
 
-EXPORT_TOLERANCE = 1e-4
+# Largest difference from PyTorch's fp32 scores and level probabilities the check accepts, on random-noise crops. For
+# int8 it catches a broken graph, not a loss of accuracy (measured on photos: docs/performance.md); int8 graphs
+# measured 0.001 (the bundled model), 0.01 (ViT-B/16, random weights) and 0.05 (the tests' random tiny model).
+EXPORT_TOLERANCE = {"fp32": 1e-4, INT8: 0.1}
 
 
 class PixelsToScores(nn.Module):
@@ -60,6 +66,7 @@ def export_onnx(
     prompt_set: PromptSetLike | None = None,
     opset: int = 17,
     check: bool = True,
+    dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Write `out` (an ONNX graph, crops -> scores, dynamic batch) and its `.json` sidecar; return the sidecar.
 
@@ -69,8 +76,11 @@ def export_onnx(
         task, adapter, prompt_set: the request baked into the graph (see `UniQAModel.score`).
         opset: ONNX opset version (>= 14 for attention).
         check: run the graph with onnxruntime on random crops and raise `ValueError` if its scores differ from
-            PyTorch's by more than `EXPORT_TOLERANCE`.
+            PyTorch's by more than `EXPORT_TOLERANCE[dtype]`.
+        dtype: `"fp32"`, or `"int8"` to quantise the vision tower's linear layers (`quantize_int8`).
     """
+    if dtype not in EXPORT_TOLERANCE:
+        raise ValueError(f"dtype must be one of {sorted(EXPORT_TOLERANCE)}, not {dtype!r}")
     if not isinstance(model, UniQAModel):
         if not Path(model, "config.json").is_file():
             raise FileNotFoundError(f"{model}: not a model folder (no config.json)")
@@ -82,22 +92,17 @@ def export_onnx(
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: sizes are fixed
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: the new one needs onnxscript
-        torch.onnx.export(
-            module,
-            (example,),
-            str(out),
-            input_names=["pixel_values"],
-            output_names=["scores", "level_probs"],
-            dynamic_axes={"pixel_values": {0: "crops"}, "scores": {0: "crops"}, "level_probs": {0: "crops"}},
-            opset_version=opset,
-            dynamo=False,
-        )
+    if dtype == INT8:
+        with tempfile.TemporaryDirectory(prefix="uniqa-export-") as folder:
+            graph = Path(folder, "fp32.onnx")
+            export_onnx_graph(module, example, graph, ["scores", "level_probs"], opset)
+            quantize_int8(graph, out, scope="/tower/")  # the tower's nodes only: the adapter and the head stay fp32
+    else:
+        export_onnx_graph(module, example, out, ["scores", "level_probs"], opset)
     levels = module.levels.tolist()
     sidecar = {
         "format": "uniqa-onnx/1",
+        "dtype": dtype,
         "input": "pixel_values",
         "outputs": ["scores", "level_probs"],
         "task": module.task,
@@ -118,9 +123,9 @@ def export_onnx(
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     if check:
         difference = check_onnx(out, module, example)
-        if difference > EXPORT_TOLERANCE:
+        if difference > EXPORT_TOLERANCE[dtype]:
             raise ValueError(
-                f"{out}: onnxruntime scores differ from PyTorch's by {difference:.2e} > {EXPORT_TOLERANCE}"
+                f"{out}: onnxruntime scores differ from PyTorch's by {difference:.2e} > {EXPORT_TOLERANCE[dtype]}"
             )
         sidecar["max_abs_difference"] = difference
     return sidecar

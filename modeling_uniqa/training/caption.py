@@ -44,7 +44,7 @@ def read_table(path: Path, mos_range: tuple[float, float] | None, image_column: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="uniqa caption", description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path, help="corpus JSONL, appended to (resumable)")
     parser.add_argument("--image-root", default=".", help="folder the table's image paths are relative to")

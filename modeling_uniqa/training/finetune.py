@@ -1,17 +1,21 @@
-"""Fine-tune a UniQA adapter on an image + MOS table or a `datasets_scripts` benchmark.
+r"""Fine-tune a UniQA adapter on an image + MOS table or a `datasets_scripts` benchmark (`uniqa finetune`).
 
-    python -m training.finetune --model MODEL_DIR --table labels.csv --image_root images/ --adapter_name mine \
-        --mos_min 0 --mos_max 100 --output_dir runs/mine --save_model models/uniqa-mine
-    python -m training.finetune training/configs/livec_tiny_reference.yaml     # the same from a YAML/JSON file
+    uniqa finetune --model MODEL_DIR --table labels.csv --image-root images/ --adapter-name mine \
+        --mos-min 0 --mos-max 100 --output-dir runs/mine --save-model models/uniqa-mine
+    uniqa finetune training/configs/livec_tiny_reference.yaml     # the same from a YAML/JSON file
 
-`--output_dir` writes a checkpoint every epoch; after an interruption, the same command with
-`--resume_from_checkpoint latest` (or a `checkpoint-N` folder) finishes the run to the same adapter.
+The options are the data arguments below, [`AdapterArguments`] and every `transformers.TrainingArguments` field
+(`--num-train-epochs 20`, `--learning-rate 1e-4`, ...), with the authors' recipe as defaults
+([`FinetuneTrainingArguments`]); each flag is accepted with dashes or underscores. `--output-dir` keeps a
+checkpoint every epoch; after an interruption, the same command with `--resume-from-checkpoint latest` (or a
+`checkpoint-N` folder) finishes the run to the same adapter. `python -m training.finetune` is the same command.
 
-Thin wrapper: argument parsing, then `modeling_uniqa.finetuning.finetune_adapter`.
+Thin wrapper: argument parsing, then `modeling_uniqa.training.finetuning.finetune_adapter`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -21,7 +25,14 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from ..modeling_uniqa import UniQAModel
-from .finetuning import FinetuneArguments, benchmark_table, finetune_adapter, read_mos_table, split_table
+from .finetuning import (
+    AdapterArguments,
+    FinetuneTrainingArguments,
+    benchmark_table,
+    finetune_adapter,
+    read_mos_table,
+    split_table,
+)
 
 
 @dataclass
@@ -56,15 +67,15 @@ def load_data(data: DataArguments):
         from datasets_scripts import get_spec
 
         if not data.data_dir:
-            raise SystemExit("finetune: --benchmark needs --data_dir")
+            raise SystemExit("finetune: --benchmark needs --data-dir")
         spec = get_spec(data.benchmark)
         train = benchmark_table(data.benchmark, data.data_dir, "train", split_seed=data.split_seed)
         validation = benchmark_table(data.benchmark, data.data_dir, "validation", split_seed=data.split_seed)
         return train, validation, (spec.mos_min, spec.mos_max), spec.higher_is_better, spec.display_name
     if not data.table:
-        raise SystemExit("finetune: give --table (CSV/JSONL) or --benchmark with --data_dir")
+        raise SystemExit("finetune: give --table (CSV/JSONL) or --benchmark with --data-dir")
     if data.mos_min is None or data.mos_max is None:
-        raise SystemExit("finetune: a table needs --mos_min and --mos_max (the MOS scale)")
+        raise SystemExit("finetune: a table needs --mos-min and --mos-max (the MOS scale)")
     table = read_mos_table(data.table, data.image_column, data.mos_column, data.image_root)
     if data.validation_table:
         validation = read_mos_table(data.validation_table, data.image_column, data.mos_column, data.image_root)
@@ -75,8 +86,14 @@ def load_data(data: DataArguments):
     return train, validation, (data.mos_min, data.mos_max), not data.lower_is_better, name
 
 
-def parse(argv: Sequence[str]) -> tuple[DataArguments, FinetuneArguments]:
-    parser = HfArgumentParser((DataArguments, FinetuneArguments))
+def parse(argv: Sequence[str]) -> tuple[DataArguments, AdapterArguments, FinetuneTrainingArguments]:
+    """Command-line flags, or one YAML/JSON file whose keys are the argument names."""
+    parser = HfArgumentParser(
+        (DataArguments, AdapterArguments, FinetuneTrainingArguments),
+        prog="uniqa finetune",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         return parser.parse_yaml_file(argv[0])
     if len(argv) == 1 and argv[0].endswith(".json"):
@@ -85,7 +102,7 @@ def parse(argv: Sequence[str]) -> tuple[DataArguments, FinetuneArguments]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    data, args = parse(sys.argv[1:] if argv is None else argv)
+    data, adapter_args, args = parse(sys.argv[1:] if argv is None else argv)
     train, validation, mos_range, higher_is_better, dataset = load_data(data)
     model = UniQAModel.from_pretrained(data.model).eval()
     result = finetune_adapter(
@@ -98,17 +115,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
         task=data.task,
         dataset=data.dataset_name or dataset,
         args=args,
+        adapter_args=adapter_args,
         cache_dir=data.cache_dir,
     )
     if data.save_model:
         model.save_pretrained(data.save_model)
     if data.save_adapter:
-        model.save_adapter(data.save_adapter, data.adapter_name)
+        model.save_multicue_adapter(data.save_adapter, data.adapter_name)
     summary = {k: v for k, v in result.items() if k != "history"}
     print(json.dumps(summary, indent=2))
     if data.results:
         Path(data.results).parent.mkdir(parents=True, exist_ok=True)
-        report = {"data": asdict(data), "finetune": asdict(args), "train_images": len(train), **result}
+        recipe = model.config.adapters[data.adapter_name]["training"]
+        report = {"data": asdict(data), "finetune": recipe, "train_images": len(train), **result}
         Path(data.results).write_text(json.dumps(report, indent=2) + "\n")
     return result
 

@@ -4,23 +4,24 @@ The backbone is frozen and the adapter sees only the pooled image embedding, so 
 embeddings of `crops_per_image` augmented crops (random 224 crop of the un-resized image + random horizontal flip)
 per training image once, caches them (on disk when `cache_dir` is given, keyed by model + image + crop recipe),
 and trains the adapter from the cache with `transformers.Trainer`. Each epoch shows every image once, as one of
-its cached crops, chosen from (seed, image, epoch) alone. The checkpoint with the best validation SRCC is kept.
-With an `output_dir`, every epoch writes a Trainer checkpoint that also holds the best adapter so far, so an
-interrupted run resumes (`resume_from_checkpoint`) to the same result. Training-only module.
+its cached crops, chosen from (seed, image, epoch) alone. Trainer's own mechanisms do the rest: validation every
+epoch (`compute_metrics`), the checkpoint with the best validation SRCC (`metric_for_best_model`,
+`load_best_model_at_end`), and resuming an interrupted run (`resume_from_checkpoint`, `get_last_checkpoint`).
+Training-only module.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
-import math
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,48 +30,91 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType, get_last_checkpoint
+from transformers.training_args import OptimizerNames
 
 from ..image_processing_uniqa import UniQAImageProcessor
 from ..modeling_uniqa import UniQAModel, UniQAOutput
-from .metrics import iqa_metrics
+from .metrics import METRIC_NAMES, compute_metrics, iqa_metrics
 
 Table = list[tuple[str, float]]
 
 
 @dataclass
-class FinetuneArguments:
-    """Adapter training settings; the defaults are the authors' recipe (method.md §5)."""
+class AdapterArguments:
+    """What the multi-cue adapter and its features are (the Trainer settings are [`FinetuneTrainingArguments`])."""
 
-    epochs: int = field(default=50, metadata={"help": "training epochs (authors: LIVEC 50, KonIQ 20)"})
-    learning_rate: float = field(default=2e-4, metadata={"help": "Adam learning rate"})
-    batch_size: int = field(default=8, metadata={"help": "training batch size (images)"})
-    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name, annealed to 0"})
-    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay (authors: none)"})
-    seed: int = field(default=123, metadata={"help": "seed of initialisation, crops, flips and batch order"})
     crops_per_image: int = field(default=8, metadata={"help": "K augmented crops per training image (cached)"})
-    use_cache: bool = field(default=True, metadata={"help": "train from cached features (False: run the backbone)"})
+    cache_features: bool = field(
+        default=True, metadata={"help": "train from cached features (False: run the backbone on every step)"}
+    )
     eval_crop_mode: str | None = field(default=None, metadata={"help": "validation crops (default: the model's)"})
-    eval_crops: int | None = field(default=None, metadata={"help": "validation crops per image"})
+    eval_crops: int | None = field(default=None, metadata={"help": "validation crops per image (default: the model's)"})
     max_side: int | None = field(default=None, metadata={"help": "downscale images larger than this first"})
     feature_batch_size: int = field(default=32, metadata={"help": "crops per backbone forward pass"})
     bf16_features: bool = field(default=False, metadata={"help": "compute features under bf16 autocast"})
     prompt_set: str = field(default="level5", metadata={"help": "the adapter's level prompts"})
-    bottleneck_dim: int | None = field(default=None, metadata={"help": "adapter bottleneck (default embed/2)"})
-    metric_for_best: str = field(default="srcc", metadata={"help": "validation metric selecting the checkpoint"})
-    output_dir: str | None = field(
-        default=None, metadata={"help": "checkpoint folder: a checkpoint every epoch (default: none, temporary)"}
-    )
-    save_total_limit: int | None = field(default=None, metadata={"help": "keep only the newest N checkpoints"})
-    resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "resume from this checkpoint folder, or 'latest' (True) in output_dir"}
-    )
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    bottleneck_dim: int | None = field(default=None, metadata={"help": "adapter bottleneck (default: embed/2)"})
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.crops_per_image < 1:
-            raise ValueError("epochs, batch_size and crops_per_image must be >= 1")
+        if self.crops_per_image < 1:
+            raise ValueError("crops_per_image must be >= 1")
+
+
+@dataclass
+class FinetuneTrainingArguments(TrainingArguments):
+    """`TrainingArguments` whose defaults are the authors' adapter recipe (docs/method.md, "Fine-tuning"):
+    Adam (AdamW without weight decay) at 2e-4, batch 8, cosine to 0 without warm-up, 50 epochs, seed 123;
+    validation and a checkpoint every epoch, the checkpoint with the best validation SRCC loaded at the end.
+    Every field can be overridden as usual (`--num-train-epochs 20`, `--learning-rate 1e-4`, ...).
+
+    `output_dir=None` (the default) keeps the checkpoints in a temporary folder that [`finetune_adapter`] removes;
+    `resume_from_checkpoint` is a `checkpoint-N` folder or `latest` (the newest in `output_dir`).
+    """
+
+    output_dir: str | None = field(
+        default=None, metadata={"help": "checkpoint folder (none: a temporary one, removed at the end)"}
+    )
+    num_train_epochs: float = field(default=50, metadata={"help": "training epochs (authors: LIVEC 50, KonIQ 20)"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Adam learning rate"})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "training batch size (images)"})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "validation batch size (images)"})
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "annealed to 0 per step"})
+    optim: OptimizerNames | str = field(default="adamw_torch", metadata={"help": "the optimizer (Adam(W))"})
+    seed: int = field(default=123, metadata={"help": "seed of initialisation, crops, flips and batch order"})
+    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "validate every epoch"})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "a checkpoint every epoch"})
+    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "log every epoch"})
+    metric_for_best_model: str | None = field(default="srcc", metadata={"help": "validation metric selecting"})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "end with the best checkpoint's adapter"})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "logging integrations"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "keep every item key"})
+
+    def __post_init__(self) -> None:
+        temporary = self.output_dir is None
+        super().__post_init__()
+        if temporary:  # TrainingArguments would write to ./trainer_output
+            self.output_dir = None
+
+
+RECIPE_FIELDS = (  # what `config.adapters[name]["training"]` records (not where the run was written)
+    "num_train_epochs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "optim",
+    "seed",
+    "metric_for_best_model",
+)
+
+
+def finetune_arguments(values: Mapping[str, Any]) -> tuple[AdapterArguments, FinetuneTrainingArguments]:
+    """A flat mapping of [`AdapterArguments`] and `TrainingArguments` fields (a YAML/JSON config section) ->
+    the two dataclasses, the recipe's defaults where a field is not given; unknown keys are an error."""
+    return HfArgumentParser((AdapterArguments, FinetuneTrainingArguments)).parse_dict(dict(values))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -149,13 +193,23 @@ def normalize_mos(mos: Sequence[float], mos_range: tuple[float, float], higher_i
 
 
 def augmented_crops(
-    processor: UniQAImageProcessor, image: Any, crops: int, seed: int, max_side: int | None = None
+    processor: UniQAImageProcessor,
+    image: Any,
+    crops: int,
+    seed: int,
+    max_side: int | None = None,
+    content_seeded: bool = True,
 ) -> torch.Tensor:
-    """Train-time augmentation: `crops` random crops of the un-resized image, each flipped horizontally with
-    probability 1/2 -> `(crops, 3, S, S)`. Deterministic for an image's content and `seed`."""
-    pixels = processor.crop_image(image, crop_mode="random", crops=crops, max_side=max_side, seed=seed)
-    flips = np.random.default_rng([seed, zlib.crc32(pixels.numpy().tobytes())]).random(len(pixels)) < 0.5
-    flip = torch.from_numpy(flips)
+    """Train-time augmentation (the one crop + flip of this package): `crops` random crops of the un-resized
+    image, each flipped horizontally with probability 1/2 -> `(crops, 3, S, S)`.
+
+    Deterministic for an image's content and `seed`; with `content_seeded=False`, windows and flips depend on
+    `seed` alone, so images of one size drawn with one seed get the same crops and flips."""
+    pixels = processor.crop_image(
+        image, crop_mode="random", crops=crops, max_side=max_side, seed=seed, content_seeded=content_seeded
+    )
+    flip_seed = [seed, zlib.crc32(pixels.numpy().tobytes())] if content_seeded else [seed]
+    flip = torch.from_numpy(np.random.default_rng(flip_seed).random(len(pixels)) < 0.5)
     pixels[flip] = pixels[flip].flip(-1)
     return pixels
 
@@ -207,9 +261,9 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
-        """`(N, 3, S, S)` crops -> `(N, D)` float32 raw image embeddings on the CPU."""
+        """`(N, 3, S, S)` crops -> `(N, D)` float32 raw image embeddings on the CPU (the backbone is frozen)."""
         outputs = []
         for start in range(0, len(pixels), self.batch_size):
             batch = pixels[start : start + self.batch_size].to(self.model.device, self.model.dtype)
@@ -358,177 +412,104 @@ def collate_pixels(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.
     }
 
 
-class CachedFeatureScorer(nn.Module):
-    """Scores cached image embeddings with one of `model`'s adapters, exactly as `UniQAModel.forward` does after
-    the vision tower. The adapter module is shared with `model` (training it trains the model's adapter); the
-    prompt embeddings and the temperature are frozen copies."""
+def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """[`collate_pixels`] for image items, [`collate_features`] for feature items (one Trainer collates both)."""
+    return collate_pixels(items) if "pixel_values" in items[0] else collate_features(items)
 
-    def __init__(self, model: UniQAModel, adapter_name: str):
+
+class CachedFeatureScorer(nn.Module):
+    """Scores image embeddings with one of `model`'s multi-cue adapters through `model.level_head`, the model's
+    one adapter -> level-prompt scoring. The adapter module is shared with `model` (training it trains the
+    model's adapter, and it is all a checkpoint holds); the prompt embeddings and the temperature are frozen
+    copies. `adapter_name=None` scores zero-shot with `prompt_set` (the model's levels), as `model.score` does.
+
+    `embed`: a function `(N, 3, S, S) pixels -> (N, D)` raw embeddings (e.g. [`FeatureCache.embed`]), for items
+    that carry `pixel_values` instead of cached `image_embeds` (training without the cache).
+    """
+
+    def __init__(
+        self,
+        model: UniQAModel,
+        adapter_name: str | None,
+        embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        prompt_set: str | None = None,
+    ):
         super().__init__()
-        self.adapter = model.adapters[adapter_name]
-        self.level_head = model.level_head
+        _, _, prompt_set = model.resolve(adapter=adapter_name, prompt_set=prompt_set)
+        self.adapter = model.adapters[adapter_name] if adapter_name is not None else None
+        self.level_head = model.level_head  # stateless
+        self.embed = embed
         with torch.no_grad():
-            prompt_set = model.config.adapters[adapter_name].get("prompt_set", "level5")
-            self.register_buffer("text_embeds", model.prompt_embeds(prompt_set).detach().clone().float())
-            self.register_buffer("logit_scale", model.clip.logit_scale.detach().clone().float())
+            text_embeds = model.prompt_embeds(prompt_set).detach().clone().float()
+            self.register_buffer("text_embeds", text_embeds, persistent=False)
+            self.register_buffer("logit_scale", model.clip.logit_scale.detach().clone().float(), persistent=False)
+            self.register_buffer("zero_shot_levels", model.levels_for(None).detach().clone().float(), persistent=False)
 
     def forward(
-        self, image_embeds: torch.Tensor, crop_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None
+        self,
+        image_embeds: torch.Tensor | None = None,
+        crop_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
     ) -> UniQAOutput:
-        """`image_embeds (B, C, D)` (or `(B, D)`), `crop_mask (B, C)` -> per-image `scores (B,)` (mean over crops)
-        and the MSE `loss` against `labels (B,)`."""
+        """`image_embeds (B, C, D)` (or `(B, D)`, or `pixel_values (B, 3, S, S)`), `crop_mask (B, C)` -> per-image
+        `scores (B,)` (mean over crops) and the MSE `loss` against `labels (B,)`."""
+        if pixel_values is not None:
+            image_embeds = self.embed(pixel_values)
         if image_embeds.dim() == 2:
             image_embeds = image_embeds[:, None]
-        batch, crops, dim = image_embeds.shape
-        flat = image_embeds.reshape(batch * crops, dim).to(self.adapter.levels.dtype)
-        scores, _ = self.level_head(self.adapter(flat), self.text_embeds, self.adapter.levels, self.logit_scale)
-        scores = scores.view(batch, crops)
-        if crop_mask is None:
-            crop_mask = torch.ones_like(scores, dtype=torch.bool)
-        weights = crop_mask.to(scores.dtype)
-        scores = (scores * weights).sum(-1) / weights.sum(-1)
+        levels = self.adapter.levels if self.adapter is not None else self.zero_shot_levels
+        mask = image_embeds.new_ones(image_embeds.shape[:2], dtype=torch.bool) if crop_mask is None else crop_mask
+        mask = mask.to(levels.device)
+        real = image_embeds.to(levels.device, levels.dtype)[mask]  # padding is never scored (it would be 0/0)
+        crop_scores, _ = self.level_head(real, self.text_embeds, levels, self.logit_scale, self.adapter)
+        scores = crop_scores.new_zeros(mask.shape)
+        scores[mask] = crop_scores
+        scores = scores.sum(-1) / mask.sum(-1).to(scores.dtype)
         loss = None
         if labels is not None:
             loss = nn.functional.mse_loss(scores.float(), labels.to(scores.device, torch.float32))
         return UniQAOutput(loss=loss, scores=scores)
 
 
-class ValidationSelector(TrainerCallback):
-    """Validates from cached features at the end of every epoch and keeps a copy of the adapter's weights at its
-    best `metric` (higher is better); `history` lists every epoch's metrics.
-
-    Every Trainer checkpoint gets the selection so far (`best_adapter.safetensors`, the weights, and
-    `best_adapter.json`, the metric, best value and epoch, and the history); `load` restores it on resume."""
-
-    WEIGHTS, STATE = "best_adapter.safetensors", "best_adapter.json"
-
-    def __init__(self, scorer: CachedFeatureScorer, validation: CachedFeatureDataset, metric: str = "srcc"):
-        self.scorer = scorer
-        self.validation = validation
-        self.metric = metric
-        self.best = -math.inf
-        self.best_epoch: float | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.history: list[dict[str, float]] = []
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        metrics = evaluate_features(self.scorer, self.validation)
-        self.history.append({"epoch": state.epoch, **metrics})
-        value = metrics[self.metric]
-        if math.isfinite(value) and value > self.best:
-            self.best, self.best_epoch = value, state.epoch
-            self.best_state = {k: v.detach().clone() for k, v in self.scorer.adapter.state_dict().items()}
-
-    def on_save(self, args, state, control, **kwargs):
-        self.save(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-
-    def save(self, folder: str | os.PathLike) -> None:
-        """Write the selection into a checkpoint folder (the JSON last: its presence marks a complete save)."""
-        folder = Path(folder)
-        weights = {k: v.detach().cpu().contiguous() for k, v in (self.best_state or {}).items()}
-        save_file(weights, str(folder / self.WEIGHTS))
-        state = {"metric": self.metric, "best": self.best, "best_epoch": self.best_epoch, "history": self.history}
-        tmp = folder / f"{self.STATE}.tmp"
-        tmp.write_text(json.dumps(state, indent=1) + "\n")
-        os.replace(tmp, folder / self.STATE)
-
-    def load(self, folder: str | os.PathLike) -> None:
-        """Restore the selection saved in a checkpoint folder by [`save`]."""
-        folder = Path(folder)
-        if not (folder / self.STATE).is_file():
-            raise FileNotFoundError(
-                f"{folder / self.STATE} not found: {folder} was not written by finetune_adapter, or the run was "
-                "killed while saving it; resume from an earlier checkpoint"
-            )
-        state = json.loads((folder / self.STATE).read_text())
-        if state["metric"] != self.metric:
-            raise ValueError(f"{folder}: the checkpoint selects on {state['metric']!r}, not {self.metric!r}")
-        self.best, self.best_epoch, self.history = state["best"], state["best_epoch"], state["history"]
-        weights = load_file(str(folder / self.WEIGHTS))
-        self.best_state = weights or None
-
-    def restore(self) -> None:
-        """Load the best weights back into the adapter."""
-        if self.best_state is not None:
-            self.scorer.adapter.load_state_dict(self.best_state)
+@torch.no_grad()
+def feature_scores(scorer: CachedFeatureScorer, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`scorer`'s per-image scores (the mean over each image's crops) of cached features `[(n_crops_i, D)]` ->
+    `(N,)` float32 on the CPU."""
+    device = scorer.text_embeds.device
+    batch = collate_features([{"image_embeds": f, "labels": torch.zeros(())} for f in features])
+    return scorer(batch["image_embeds"].to(device), batch["crop_mask"].to(device)).scores.float().cpu()
 
 
 @torch.no_grad()
 def evaluate_features(scorer: CachedFeatureScorer, dataset: CachedFeatureDataset) -> dict[str, float]:
-    """Metrics of `scorer`'s per-image crop-mean scores against `dataset.labels`, plus the MSE `loss`."""
-    device = scorer.adapter.levels.device
-    batch = collate_features([dataset[i] for i in range(len(dataset))])
-    output = scorer(batch["image_embeds"].to(device), batch["crop_mask"].to(device), batch["labels"].to(device))
-    return {**iqa_metrics(output.scores.float().cpu().numpy(), dataset.labels.numpy()), "loss": float(output.loss)}
+    """Metrics of `scorer`'s per-image crop-mean scores against `dataset.labels`, plus the MSE `loss` (for a
+    dataset outside a Trainer run, e.g. a protocol's test split)."""
+    scores = feature_scores(scorer, dataset.features)
+    loss = nn.functional.mse_loss(scores, dataset.labels)
+    return {**iqa_metrics(scores.numpy(), dataset.labels.numpy()), "loss": float(loss)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Training.
 
 
-RUN_ONLY_ARGUMENTS = ("output_dir", "save_total_limit", "resume_from_checkpoint", "progress")  # not the recipe
-
-
-def training_arguments(args: FinetuneArguments, output_dir: str, **overrides: Any) -> TrainingArguments:
-    """The Trainer settings of the recipe: Adam (AdamW, no weight decay), cosine to 0, per-step schedule; a
-    checkpoint every epoch when `args.output_dir` is set (none otherwise)."""
-    options: dict[str, Any] = {
-        "output_dir": output_dir,
-        "num_train_epochs": args.epochs,
-        "learning_rate": args.learning_rate,
-        "per_device_train_batch_size": args.batch_size,
-        "per_device_eval_batch_size": max(args.batch_size, 32),
-        "lr_scheduler_type": args.lr_scheduler,
-        "warmup_steps": 0,
-        "weight_decay": args.weight_decay,
-        "optim": "adamw_torch",
-        "seed": args.seed,
-        "data_seed": args.seed,
-        "save_strategy": "epoch" if args.output_dir else "no",
-        "save_total_limit": args.save_total_limit,
-        "logging_strategy": "epoch",
-        "report_to": [],
-        "disable_tqdm": not args.progress,
-        "remove_unused_columns": False,
-        "label_names": ["labels"],
-        "dataloader_num_workers": 0,
-        "use_cpu": not torch.cuda.is_available(),
-    }
-    options.update(overrides)
-    return TrainingArguments(**options)
-
-
-def checkpoint_to_resume(args: FinetuneArguments) -> str | None:
-    """`args.resume_from_checkpoint` -> a checkpoint folder: a path as given; `True`/"latest"/"true" the newest
-    complete `checkpoint-*` of `args.output_dir` (one holding the best-adapter selection, written last);
-    `None`/`False`/"" -> `None` (a fresh run)."""
+def checkpoint_to_resume(args: TrainingArguments) -> str | None:
+    """`args.resume_from_checkpoint` -> what `Trainer.train(resume_from_checkpoint=...)` takes: `latest` (or
+    `true`) is the newest `checkpoint-N` of `args.output_dir` (`get_last_checkpoint`); a folder stays as given;
+    `None`/"" -> `None` (a fresh run)."""
     value = args.resume_from_checkpoint
-    if value is None or value is False or value == "":
-        return None
-    if value is True or str(value).lower() in ("latest", "true"):
-        if not args.output_dir:
-            raise ValueError("resume_from_checkpoint='latest' needs output_dir (the folder holding the checkpoints)")
-        folder = Path(args.output_dir)
-        steps = {
-            int(p.name.rsplit("-", 1)[1]): p
-            for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-            if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()
-        }
-        complete = [steps[n] for n in sorted(steps, reverse=True) if (steps[n] / ValidationSelector.STATE).is_file()]
-        if not complete:
-            raise FileNotFoundError(f"{folder}: no complete {PREFIX_CHECKPOINT_DIR}-* folder to resume from")
-        return str(complete[0])
-    if not os.path.isdir(value):
-        raise FileNotFoundError(f"resume_from_checkpoint: {value} is not a checkpoint folder")
-    return str(value)
+    if value is not True and str(value).lower() not in ("latest", "true"):
+        return value or None
+    last = get_last_checkpoint(args.output_dir) if args.output_dir and os.path.isdir(args.output_dir) else None
+    if last is None:
+        raise FileNotFoundError(f"resume_from_checkpoint=latest: no checkpoint-N folder in {args.output_dir}")
+    return last
 
 
-def _freeze_all_but(model: nn.Module, trainable: nn.Module) -> dict[str, bool]:
-    """Freeze `model` except `trainable`; returns the previous `requires_grad` flags."""
-    before = {name: p.requires_grad for name, p in model.named_parameters()}
-    model.requires_grad_(False)
-    trainable.requires_grad_(True)
-    return before
+def _validation_metrics(logs: Mapping[str, float]) -> dict[str, float]:
+    """A Trainer evaluation log -> `{srcc, plcc, plcc_logistic, krcc, rmse, loss}` (no prefix, no timings)."""
+    return {name: logs[f"eval_{name}"] for name in (*METRIC_NAMES, "loss")}
 
 
 def finetune_adapter(
@@ -540,31 +521,37 @@ def finetune_adapter(
     higher_is_better: bool = True,
     task: str = "quality",
     dataset: str | None = None,
-    args: FinetuneArguments | None = None,
+    args: TrainingArguments | None = None,
+    adapter_args: AdapterArguments | None = None,
     cache_dir: str | os.PathLike | None = None,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
-    """Train a new multi-cue adapter `adapter_name` on `model`'s frozen backbone.
+    """Train a new multi-cue adapter `adapter_name` on `model`'s frozen backbone with `transformers.Trainer`.
 
     Args:
-        model: the backbone; the adapter is added to it (the name must be new: `delete_adapter` first to retrain).
+        model: the backbone; the adapter is added to it (the name must be new: `delete_multicue_adapter` first to
+            retrain).
         train, validation: `[(image, mos)]`, images as paths (or PIL images / arrays), MOS on the dataset's scale.
         mos_range: `(low, high)` of the MOS scale; targets are the MOS normalised to `[0, 1]`, higher is better
             (flipped when `higher_is_better=False`).
-        task, dataset: stored with the adapter in `model.config.adapters[adapter_name]`.
-        args: [`FinetuneArguments`] (defaults: the authors' recipe). With `args.output_dir`, a checkpoint (Trainer
-            state + the best adapter so far) is written every epoch; `args.resume_from_checkpoint` continues an
-            interrupted run from one, to the same weights and metrics as an uninterrupted run.
+        task, dataset: stored with the adapter in `model.config.adapters[adapter_name]`, with the images it was
+            trained and selected on (`images`: `{"trained", "selected"}`, see `modeling_uniqa.training.provenance`).
+        args: the Trainer settings (default: [`FinetuneTrainingArguments`], the authors' recipe). Its
+            `eval_strategy`, `metric_for_best_model` and `load_best_model_at_end` select the checkpoint;
+            `resume_from_checkpoint` (a `checkpoint-N` folder or `latest`) continues an interrupted run to the
+            same weights and metrics as an uninterrupted one; `output_dir=None` checkpoints to a temporary folder.
+        adapter_args: [`AdapterArguments`] (crops, feature cache, prompt set, bottleneck).
         cache_dir: where features are cached on disk (reused across runs); `None` keeps them in memory.
-        callbacks: extra Trainer callbacks (run after the validation/selection one).
+        callbacks: extra Trainer callbacks.
 
     Returns:
-        Validation metrics of the selected checkpoint (best `args.metric_for_best` over epochs, targets in
-        `[0, 1]`): `srcc`, `plcc`, `plcc_logistic`, `krcc`, `rmse` (normalised scale), `loss`, plus `best_epoch`,
-        `untrained` (the same metrics before training) and `history` (every epoch's). The adapter stays in the
-        model; the model's train/eval mode and `requires_grad` flags are restored.
+        Validation metrics of the adapter as it ends (the selected checkpoint's; targets in `[0, 1]`): `srcc`,
+        `plcc`, `plcc_logistic`, `krcc`, `rmse` (normalised scale), `loss`, plus `best_epoch`, `untrained` (the
+        same metrics before training) and `history` (every validation: `epoch`, `step` and the metrics). The
+        adapter stays in the model; the model's train/eval mode is restored and its other weights are untouched.
     """
-    args = args or FinetuneArguments()
+    args = args if args is not None else FinetuneTrainingArguments()
+    adapter_args = adapter_args or AdapterArguments()
     resume = checkpoint_to_resume(args)
     if len(train) < 1 or len(validation) < 3:
         raise ValueError(f"need training images and >= 3 validation images (got {len(train)}, {len(validation)})")
@@ -573,62 +560,81 @@ def finetune_adapter(
     train_labels = normalize_mos(train_mos, mos_range, higher_is_better)
     val_labels = normalize_mos(val_mos, mos_range, higher_is_better)
     torch.manual_seed(args.seed)
-    adapter = model.add_adapter(
+    adapter = model.add_multicue_adapter(
         adapter_name,
         task=task,
-        bottleneck_dim=args.bottleneck_dim,
-        prompt_set=args.prompt_set,
+        bottleneck_dim=adapter_args.bottleneck_dim,
+        prompt_set=adapter_args.prompt_set,
         dataset=dataset,
         mos_range=[float(mos_range[0]), float(mos_range[1])],
         higher_is_better=higher_is_better,
     )
+    adapter.requires_grad_(True)
     was_training = model.training
-    flags = _freeze_all_but(model, adapter)
     model.eval()
-    cache = FeatureCache(model, cache_dir, args.feature_batch_size, args.bf16_features, args.progress)
-    val_features = cache.eval_features(val_images, args.eval_crop_mode, args.eval_crops, args.max_side)
+    cache = FeatureCache(
+        model, cache_dir, adapter_args.feature_batch_size, adapter_args.bf16_features, not args.disable_tqdm
+    )
+    val_features = cache.eval_features(
+        val_images, adapter_args.eval_crop_mode, adapter_args.eval_crops, adapter_args.max_side
+    )
     val_set = CachedFeatureDataset(val_features, val_labels, train=False)
-    scorer = CachedFeatureScorer(model, adapter_name)
-    selector = ValidationSelector(scorer, val_set, args.metric_for_best)
-    untrained = evaluate_features(scorer, val_set)
-    if args.use_cache:
-        train_features = cache.train_features(train_images, args.crops_per_image, args.seed, args.max_side)
-        train_set = CachedFeatureDataset(train_features, train_labels, train=True, seed=args.seed)
-        trainer_model, collator = scorer, collate_features
-    else:
-        train_set = AugmentedImageDataset(
-            train_images, train_labels, model.image_processor, args.crops_per_image, args.seed, args.max_side
+    if adapter_args.cache_features:
+        train_features = cache.train_features(
+            train_images, adapter_args.crops_per_image, args.seed, adapter_args.max_side
         )
-        model.active_adapter = adapter_name
-        trainer_model, collator = model, collate_pixels
+        train_set = CachedFeatureDataset(train_features, train_labels, train=True, seed=args.seed)
+    else:  # the same crops, through the backbone on every step
+        train_set = AugmentedImageDataset(
+            train_images,
+            train_labels,
+            model.image_processor,
+            adapter_args.crops_per_image,
+            args.seed,
+            adapter_args.max_side,
+        )
+    scorer = CachedFeatureScorer(model, adapter_name, embed=cache.embed)
     try:
-        if resume is not None:
-            selector.load(resume)
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory(prefix="uniqa-finetune-") as scratch:
+            run_args = args if args.output_dir else dataclasses.replace(args, output_dir=scratch)
             trainer = Trainer(
-                model=trainer_model,
-                args=training_arguments(args, args.output_dir or scratch),
+                model=scorer,
+                args=run_args,
                 train_dataset=train_set,
-                data_collator=collator,
-                callbacks=[selector, *callbacks],
+                eval_dataset=val_set,
+                data_collator=collate,
+                compute_metrics=compute_metrics,
+                callbacks=list(callbacks),
             )
+            untrained = _validation_metrics(trainer.evaluate())
             trainer.train(resume_from_checkpoint=resume)
-        selector.restore()
-        metrics = evaluate_features(scorer, val_set)
+            history = [
+                {"epoch": logs["epoch"], "step": logs["step"], **_validation_metrics(logs)}
+                for logs in trainer.state.log_history
+                if "eval_loss" in logs
+            ]
+            metrics = _validation_metrics(trainer.evaluate())
     finally:
-        model.active_adapter = None
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_(flags.get(name, parameter.requires_grad))
         model.train(was_training)
         adapter.to(model.device)
-    metrics = {**metrics, "best_epoch": selector.best_epoch}
+    best_step = trainer.state.best_global_step
+    best_epoch = next((h["epoch"] for h in history if h["step"] == best_step), None)
+    metrics = {**metrics, "best_epoch": best_epoch}
     model.config.adapters[adapter_name]["metrics"] = {k: round(v, 6) for k, v in metrics.items() if v is not None}
+    recipe = run_args.to_dict()
     model.config.adapters[adapter_name]["training"] = {
-        **{k: v for k, v in asdict(args).items() if k not in RUN_ONLY_ARGUMENTS},
+        **{key: recipe[key] for key in RECIPE_FIELDS},
+        **dataclasses.asdict(adapter_args),
         "train_images": len(train),
         "validation_images": len(validation),
     }
-    return {**metrics, "untrained": untrained, "history": selector.history}
+    from .provenance import image_record  # provenance imports this module
+
+    model.config.adapters[adapter_name]["images"] = {
+        "trained": image_record(train_images),
+        "selected": image_record(val_images),
+    }
+    return {**metrics, "untrained": untrained, "history": history}
 
 
 def copy_adapter_state(model: UniQAModel, name: str) -> dict[str, torch.Tensor]:
@@ -658,7 +664,7 @@ def add_lora(
     """
     from peft import LoraConfig, get_peft_model
 
-    model.set_adapter(adapter_name)
+    model.set_multicue_adapter(adapter_name)
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,

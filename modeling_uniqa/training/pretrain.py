@@ -27,7 +27,7 @@ import yaml
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="uniqa pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="YAML with `pretraining:` (and `model:` for a random init)")
     parser.add_argument(
         "--corpus",

@@ -670,7 +670,11 @@ def level_srcc(model: UniQAModel, rows: Iterable[Mapping[str, Any]], **score_kwa
         `scores`: `{reference_id: {distortion: [score per level]}}`.
     """
     rows = list(rows)
-    scores = model.score([row["image"] for row in rows], **score_kwargs).tolist()
+    return level_curves(rows, model.score([row["image"] for row in rows], **score_kwargs).tolist())
+
+
+def level_curves(rows: Sequence[Mapping[str, Any]], scores: Sequence[float]) -> dict[str, Any]:
+    """[`level_srcc`] for scores of any scorer: `rows` as there (`image` unused), `scores` one per row."""
     curves: dict[str, dict[str, dict[int, float]]] = {}
     pristine: dict[str, float] = {}
     for row, value in zip(rows, scores, strict=True):

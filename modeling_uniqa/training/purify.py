@@ -25,7 +25,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="uniqa purify", description=__doc__.split("\n\n")[0])
     parser.add_argument("--comments", required=True, type=Path)
     parser.add_argument("--captions", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)

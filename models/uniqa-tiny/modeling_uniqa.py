@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from .adapter import LevelPromptHead, MultiCueAdapter
 from .configuration_uniqa import TASKS, UniQAConfig
 from .image_processing_uniqa import ImageInput, UniQAImageProcessor
 from .pipeline_uniqa import ImageQualityAssessmentPipeline
-from .scoring_uniqa import ScoreDetails, ScoringEngine
+from .scoring_uniqa import ScoreDetails, ScoreMap, ScoringEngine
 
 
 @dataclass
@@ -45,6 +46,7 @@ class UniQAOutput(ModelOutput):
 
 
 PromptSetLike = str | Mapping[str, Any]
+PROMPT_CACHE_SIZE = 64  # prompt sets whose embeddings a model keeps
 
 
 def _checked_prompt_set(prompt_set: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,7 +111,7 @@ class UniQAModel(UniQAPreTrainedModel):
             }
         )
         self.active_multicue_adapter: str | None = None  # the adapter `forward` and `score` use by default
-        self._text_embeds_cache: dict[tuple, torch.Tensor] = {}
+        self._text_embeds_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # least recently used first
         self._tokenizer = None
         self._image_processor: UniQAImageProcessor | None = None
         self.scoring_engine = ScoringEngine(self)  # batched image scoring; holds converted copies of the tower
@@ -133,6 +135,14 @@ class UniQAModel(UniQAPreTrainedModel):
             )
             return model
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        finite = [torch.isfinite(model.clip.logit_scale).all()] + [
+            torch.isfinite(adapter.levels).all() for adapter in model.adapters.values()
+        ]
+        if not all(finite):
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the weights hold a non-finite logit_scale or adapter levels "
+                "(every score would be NaN)"
+            )
         try:
             tokenizer = CLIPTokenizerFast.from_pretrained(pretrained_model_name_or_path, **hub)
         except (OSError, ValueError, TypeError):
@@ -209,19 +219,25 @@ class UniQAModel(UniQAPreTrainedModel):
     def prompt_embeds(self, prompt_set: PromptSetLike) -> torch.Tensor:
         """A prompt set -> `(G, K, D)` normalised embeddings.
 
-        Cached unless gradients flow into the text tower; the cache is cleared by `train()`/`eval()`.
+        Cached unless gradients flow into the text tower: the `PROMPT_CACHE_SIZE` most recently used prompt sets
+        (ad-hoc prompts from users cannot grow it without bound); the cache is cleared by `train()`/`eval()`.
         """
         groups = list(self.prompt_groups(prompt_set).values())
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.clip.text_model.parameters())
         # inference-mode tensors cannot enter autograd graphs, so they are cached apart
         prompts = tuple(p for group in groups for p in group)
         key = (prompts, self.device, self.dtype, torch.is_inference_mode_enabled())
-        if not needs_grad and key in self._text_embeds_cache:
-            return self._text_embeds_cache[key]
+        cache = self._text_embeds_cache
+        cached = None if needs_grad else cache.get(key)
+        if cached is not None:
+            cache.move_to_end(key)
+            return cached
         with torch.set_grad_enabled(needs_grad):
             embeds = self.encode_prompts(prompts).view(len(groups), len(groups[0]), -1)
         if not needs_grad:
-            self._text_embeds_cache[key] = embeds
+            cache[key] = embeds
+            while len(cache) > PROMPT_CACHE_SIZE:
+                cache.popitem(last=False)
         return embeds
 
     # ----------------------------------------------------------------------------------------------------------
@@ -341,7 +357,8 @@ class UniQAModel(UniQAPreTrainedModel):
         In the model's own dtype and device it shares the model's weights. Another `dtype` (`"bf16"`, `"fp16"`,
         `"fp32"` or a `torch.dtype`) or `device` gives a converted copy, made once and kept until the weights
         change (so `score(dtype="bf16")` leaves the model itself in fp32). `compile=True` wraps it in
-        `torch.compile` (compiled once per shape; inductor caches the kernels on disk across runs).
+        `torch.compile` (compiled once per shape; inductor caches the kernels on disk across runs). `"int8"` (CPU
+        only) gives the tower exported to ONNX with int8 linear layers, run by onnxruntime (`uniqa[export]`).
         """
         return self.scoring_engine.image_tower(dtype, device, compile)
 
@@ -351,22 +368,14 @@ class UniQAModel(UniQAPreTrainedModel):
         task: str | None = None,
         adapter: str | None = None,
         prompt_set: PromptSetLike | None = None,
-        batch_size: int = 32,
-        crop_mode: str | None = None,
-        crops: int | None = None,
-        max_side: int | None = None,
-        seed: int = 0,
-        mos_range: tuple[float, float] | None = None,
-        return_details: bool = False,
-        dtype: str | torch.dtype | None = None,
-        device: str | torch.device | None = None,
-        num_workers: int | None = None,
-        compile: bool = False,
+        **options: Any,
     ) -> torch.Tensor | ScoreDetails:
-        """Score images; higher is better.
+        """Score images; higher is better. Runs [`ScoringEngine.score`]; `options` are its keyword arguments from
+        `batch_size` on.
 
         Args:
-            images: one or several paths, PIL images or numpy arrays (any mode; EXIF orientation applied).
+            images: one or several paths, encoded image bytes, PIL images or numpy arrays (any mode; EXIF
+                orientation applied).
             task: `"quality"` (default) or `"aesthetics"`; implied by `adapter` or `prompt_set` when given.
             adapter: name of a trained multi-cue adapter (default: `active_multicue_adapter`); `None` scores
                 zero-shot with the task's prompt set.
@@ -379,34 +388,48 @@ class UniQAModel(UniQAPreTrainedModel):
             mos_range: `(low, high)` to map scores linearly onto a MOS scale. Adapter scores predict normalised
                 MOS in [0, 1] and map as `low + s * (high - low)`; zero-shot scores map from `score_range()`.
             return_details: return a [`ScoreDetails`] with the per-group level probabilities too.
-            dtype: precision of the vision tower (`"fp32"`, `"bf16"`, `"fp16"` or a `torch.dtype`; default: the
-                model's). The adapter and the prompt head stay in the model's dtype. bf16 suits CPUs with AVX-512
-                BF16/AMX and GPUs; fp16 suits GPUs.
+            dtype: precision of the vision tower (`"fp32"`, `"bf16"`, `"fp16"`, `"int8"` or a `torch.dtype`;
+                default: the model's). The adapter and the prompt head stay in the model's dtype. bf16 suits CPUs
+                with AVX-512 BF16/AMX and GPUs; fp16 suits GPUs; int8 (CPUs with VNNI or AMX, needs
+                `pip install "uniqa[export]"`) runs the tower's linear layers with int8 weights and activations in
+                onnxruntime (the first call quantises it: seconds).
             device: where the vision tower runs (default: the model's device), e.g. `"cuda"`.
-            num_workers: threads that decode and crop images ahead of the model (default: `min(4, cpu count)`;
-                0: in the calling thread).
+            num_workers: threads or processes that decode and crop images ahead of the model (default:
+                `min(4, cpu count)`; threads only: 0 decodes in the calling thread).
             compile: run the vision tower through `torch.compile`.
+            decode: `"threads"` (default) or a `concurrent.futures.Executor` the caller owns, e.g. worker processes
+                from `modeling_uniqa.tools.decoding.decoding_processes(n)`. Processes pay off where decoding limits
+                the speed (a fast GPU); on a CPU the tower limits it and threads suffice. Same scores either way.
 
         Returns:
             `(len(images),)` float32 tensor on the CPU, in `score_range()` unless `mos_range` is given.
         """
-        return self.scoring_engine.score(
-            images,
-            task=task,
-            adapter=adapter,
-            prompt_set=prompt_set,
-            batch_size=batch_size,
-            crop_mode=crop_mode,
-            crops=crops,
-            max_side=max_side,
-            seed=seed,
-            mos_range=mos_range,
-            return_details=return_details,
-            dtype=dtype,
-            device=device,
-            num_workers=num_workers,
-            compile=compile,
-        )
+        return self.scoring_engine.score(images, task, adapter, prompt_set, **options)
+
+    def score_map(self, image: ImageInput, **options: Any) -> ScoreMap:
+        """A quality map of one image: the scores of overlapping square windows, higher is better, and the image's
+        overall score. Runs [`ScoringEngine.score_map`], whose keyword arguments (`options`) are:
+
+        Args:
+            image: a path, PIL image or numpy array (as in `score`).
+            window: window side in pixels of the analysed image (default: the vision tower's input size, e.g. 112
+                for the bundled model, 224 for ViT-B/16); a window larger than the image's short side shrinks to it.
+                Windows of another size are resized to the input size before scoring.
+            stride: the largest step between neighbouring windows (default: `window // 2`, so neighbours overlap
+                by half). Windows are spread evenly: the first at 0, the last ending at the image's edge.
+            task, adapter, prompt_set: what to score, as in `score`.
+            max_side: downscale the image first, as in `score`.
+            max_windows: the cap on windows (default 256): a larger image is downscaled, aspect ratio kept, until
+                its windows fit (so `window` then covers more of the original image; see `ScoreMap.cell_box`).
+            mos_range, batch_size, dtype, device, compile: as in `score`.
+
+        Returns:
+            a [`ScoreMap`]: `scores` `(rows, cols)` float32, row `r` / column `c` starting at `tops[r]` /
+            `lefts[c]` of the analysed image of `analysed_size`; `score` equals `score(image, ...)` with the same
+            options. With `window` = the crop size and the grid crops' positions (`stride=ceil((W - window) / 2)` on a
+            `W` x `W` image gives the default 3 x 3 grid), the map's mean equals the overall score.
+        """
+        return self.scoring_engine.score_map(image, **options)
 
     # ----------------------------------------------------------------------------------------------------------
     # Multi-cue adapters (UniQA's named heads; LoRA goes through transformers' PEFT integration instead).
@@ -513,34 +536,49 @@ class UniQAModel(UniQAPreTrainedModel):
                     f"{path}: missing; an adapter folder holds {ADAPTER_CONFIG_NAME} and "
                     f"{ADAPTER_WEIGHTS_NAME} (written by `save_multicue_adapter`)"
                 )
-        with open(config_path, encoding="utf-8") as handle:
-            config = json.load(handle)
-        if config.get("adapter_type") != MULTICUE_ADAPTER_TYPE:
+        try:
+            with open(config_path, encoding="utf-8") as handle:
+                config = json.load(handle)
+            adapter_type, embed_dim = config.get("adapter_type"), config["embed_dim"]
+            saved_name = config["adapter_name"]
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(
-                f"{config_path}: not a UniQA multi-cue adapter (adapter_type={config.get('adapter_type')!r}); "
+                f"{config_path}: not a readable adapter config ({type(error).__name__}: {error})"
+            ) from error
+        if adapter_type != MULTICUE_ADAPTER_TYPE:
+            raise ValueError(
+                f"{config_path}: not a UniQA multi-cue adapter (adapter_type={adapter_type!r}); "
                 "PEFT adapters (LoRA) load with `model.load_adapter`"
             )
-        if config["embed_dim"] != self.config.projection_dim:
+        if embed_dim != self.config.projection_dim:
             raise ValueError(
-                f"{config_path}: adapter for embeddings of size {config['embed_dim']}, "
+                f"{config_path}: adapter for embeddings of size {embed_dim}, "
                 f"this model's are {self.config.projection_dim}"
             )
-        name = name or config["adapter_name"]
+        name = name or saved_name
         definition = config.pop("prompt_set_definition", None)
         prompt_set = config.get("prompt_set", "level5")
-        if prompt_set not in self.config.prompt_sets:
-            if definition is None:
-                raise ValueError(f"{config_path}: prompt set {prompt_set!r} is unknown to this model and not saved")
-            self.config.prompt_sets[prompt_set] = definition
+        new_prompt_set = prompt_set not in self.config.prompt_sets
+        if new_prompt_set and definition is None:
+            raise ValueError(f"{config_path}: prompt set {prompt_set!r} is unknown to this model and not saved")
         from safetensors.torch import load_file
 
         state = load_file(weights_path)
         meta = {k: v for k, v in config.items() if k not in _ADAPTER_FILE_KEYS}
-        module = self.add_multicue_adapter(name, **meta)
+        if new_prompt_set:  # needed by add_multicue_adapter; removed again if the adapter does not load
+            self.config.prompt_sets[prompt_set] = definition
+        try:
+            module = self.add_multicue_adapter(name, **meta)
+        except (TypeError, ValueError) as error:
+            if new_prompt_set:
+                del self.config.prompt_sets[prompt_set]
+            raise ValueError(f"{config_path}: {error}") from error
         try:
             module.load_state_dict({k: v.to(self.device) for k, v in state.items()})
         except RuntimeError as error:
             self.delete_multicue_adapter(name)
+            if new_prompt_set:
+                del self.config.prompt_sets[prompt_set]
             raise ValueError(f"{weights_path}: weights do not fit the adapter ({error})") from error
         return name
 

@@ -19,6 +19,7 @@ class ImageQualityAssessmentPipeline(Pipeline):
     _load_image_processor = False
     _load_feature_extractor = False
     _load_tokenizer = False
+    _load_video_processor = False  # else transformers >= 5 asks to run the model folder's code for one
 
     _score_options = ("task", "adapter", "prompt_set", "crop_mode", "crops", "max_side", "seed", "mos_range")
 
