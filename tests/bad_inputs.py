@@ -109,6 +109,16 @@ def write_corpus(folder: Path) -> list[Case]:
     error("truncated.jpg", file("truncated.jpg", jpeg[: len(jpeg) // 2]), "truncated image data")
     big_png = _encoded(Image.fromarray(pattern(256, 256)), "PNG")
     error("truncated.png", file("truncated.png", big_png[: len(big_png) // 2]), "truncated image data")
+    # JPEGs whose data end early but which a decoder still "decodes" (libjpeg only warns and fills in grey)
+    eoi = b"\xff\xd9"
+    error("truncated_closed.jpg", file("truncated_closed.jpg", jpeg[: len(jpeg) // 2] + eoi), "truncated image data")
+    sof = jpeg.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    height = struct.unpack(">H", jpeg[sof + 5 : sof + 7])[0]
+    tall = jpeg[: sof + 5] + struct.pack(">H", 2 * height) + jpeg[sof + 7 :]
+    error("tall_header.jpg", file("tall_header.jpg", tall), "truncated image data")
+    progressive = _encoded(Image.fromarray(pattern(96, 80)), "JPEG", quality=95, subsampling=0, progressive=True)
+    cut = progressive[: len(progressive) * 2 // 3] + eoi  # inside a refinement scan: blurred, not grey
+    error("truncated_progressive.jpg", file("truncated_progressive.jpg", cut), "truncated image data")
     error(
         "corrupt_header.jpg",
         file("corrupt_header.jpg", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4),
@@ -179,6 +189,11 @@ def write_corpus(folder: Path) -> list[Case]:
     exif[ORIENTATION] = 6  # displayed rotated 90 degrees clockwise
     rotated = _encoded(Image.fromarray(stored), "JPEG", quality=95, subsampling=0, exif=exif)
     score("exif_rotated.jpg", rotated, np.rot90(stored, k=-1).copy(), tolerance=3.0, wrong=stored)
+    score("progressive.jpg", progressive, pattern(96, 80), tolerance=3.0)
+    grey_corner = pattern(96, 80)
+    grey_corner[-32:, -32:] = 128  # a real flat grey corner, as a grey-filled truncated JPEG ends: still scored
+    grey_jpeg = _encoded(Image.fromarray(grey_corner), "JPEG", quality=95, subsampling=0)
+    score("grey_corner.jpg", grey_jpeg, grey_corner, tolerance=3.0)
     score("lossless.webp", _encoded(Image.fromarray(photo), "WEBP", lossless=True), photo)
     score("photo.tiff", _encoded(Image.fromarray(photo), "TIFF"), photo)
     score("photo.bmp", _encoded(Image.fromarray(photo), "BMP"), photo)

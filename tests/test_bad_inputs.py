@@ -172,3 +172,82 @@ def test_docs_table_lists_every_case(corpus):
     table = DOCS.read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.MULTILINE))
     assert {case.name for case in corpus} <= documented, f"cases missing from the table in {DOCS}"
+
+
+def test_flat_grey_jpeg_corner_is_probed_and_still_scored(corpus, monkeypatch):
+    """A grey-filled truncated JPEG ends in flat grey; a real flat grey corner makes the loader check the data
+    (decoding them again with filler bytes after each scan) and, finding them complete, score the image."""
+    from modeling_uniqa import image_processing_uniqa
+
+    probed = []
+    original = image_processing_uniqa._with_filler_after_scans
+    monkeypatch.setattr(
+        image_processing_uniqa, "_with_filler_after_scans", lambda data: probed.append(1) or original(data)
+    )
+    (case,) = [case for case in corpus if case.name == "grey_corner.jpg"]
+    load_image(case.path)
+    assert probed
+    for name in ("truncated_closed.jpg", "tall_header.jpg"):  # plain Pillow decodes both, the end in flat grey
+        (case,) = [case for case in corpus if case.name == name]
+        with Image.open(case.path) as image:
+            image.load()
+            assert (np.asarray(image)[-8:, -8:] == 128).all(), name
+
+
+def test_empty_arrays_and_images_are_refused():
+    for empty in (np.zeros((0, 0), np.uint8), np.zeros((0, 5, 3), np.uint8), np.zeros((4, 0), np.float32)):
+        with pytest.raises(ValueError, match=r"array image is empty: \d+x\d+ pixels"):
+            load_image(empty)
+    with pytest.raises(ValueError, match="PIL image is empty: 0x0 pixels"):
+        load_image(Image.new("RGB", (0, 0)))
+
+
+def test_float_images_with_inf_are_refused():
+    for value in (np.inf, -np.inf):
+        array = np.full((8, 8, 3), 0.5, np.float32)
+        array[3, 4, 1] = value
+        with pytest.raises(ValueError, match="float image holds infinite values"):
+            load_image(array)
+
+
+def test_32_bit_integer_images_are_scaled_not_clipped():
+    ramp = np.linspace(0, 2**31 - 1, 64, dtype=np.float64).astype(np.int32).reshape(8, 8)
+    expected = np.clip(np.floor(ramp / 2**23 + 0.5), 0, 255).astype(np.uint8)
+    assert len(np.unique(expected)) > 32  # a ramp, not a clipped white image
+    for image in (ramp, Image.fromarray(ramp, "I")):  # an array and a 32-bit PIL image (mode "I")
+        np.testing.assert_array_equal(np.asarray(load_image(image))[..., 0], expected)
+    uint32 = np.array([[0, 2**31, 2**32 - 1]], np.uint32)
+    np.testing.assert_array_equal(np.asarray(load_image(uint32))[0, :, 0], [0, 128, 255])
+    sixteen = np.array([[0, 257, 65535]], np.int32)  # values within 16 bits are taken as 16-bit, as before
+    np.testing.assert_array_equal(np.asarray(load_image(sixteen))[0, :, 0], [0, 1, 255])
+
+
+def test_a_non_finite_score_is_an_error_naming_the_image(corpus, model, tmp_path):
+    """A crop on which the model gives NaN (here: any flat crop, by a hook on the vision tower) makes
+    `model.score` raise a ValueError naming that image; the CLI's chunk retry turns it into that image's row."""
+    from modeling_uniqa.tools.batch_scoring import score_chunk
+
+    def nan_for_flat_crops(module, args, kwargs, output):
+        pixels = kwargs.get("pixel_values", args[0] if args else None)
+        flat = pixels.flatten(2).std(2).amax(1) == 0  # every channel constant
+        output.pooler_output[flat] = float("nan")
+        return output
+
+    black = Image.new("RGB", (32, 32))
+    (good,) = [case.path for case in corpus if case.name == "photo.bmp"]
+    handle = model.clip.vision_model.register_forward_hook(nan_for_flat_crops, with_kwargs=True)
+    try:
+        with pytest.raises(ValueError, match=r"images\[1\]: the model gave a non-finite score \(nan\)"):
+            model.score([good, black])
+        black_path = str(tmp_path / "black.png")
+        black.save(black_path)
+        with pytest.raises(ValueError, match=re.escape(f"{black_path}: the model gave a non-finite score")):
+            model.score([good, black_path])
+        with pytest.raises(ValueError, match="non-finite score for some window"):
+            model.score_map(black_path)
+        errors: dict[str, str] = {}
+        scores = score_chunk(model, {good: good, black_path: black}, errors, model.resolve(None, None, None), 8, {})
+        assert set(scores) == {good} and np.isfinite(scores[good])
+        assert "non-finite score" in errors[black_path]
+    finally:
+        handle.remove()

@@ -199,7 +199,7 @@ def test_console_script_streams_progress_to_stderr(image_dir, model_dir):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "path,score,task,adapter,prompt_set,error"
+    assert result.stdout.splitlines()[0] == "path,score,task,adapter,prompt_set,error,run"
     assert "1/1" in result.stderr  # tqdm progress bar
 
 

@@ -177,3 +177,61 @@ def test_a_failed_write_leaves_no_partial_row(tmp_path, monkeypatch):
             writer.write({"path": "b.png", "score": 0.25})
     assert [row["path"] for row in read_rows(str(out), "jsonl")] == ["a.png"]
     assert out.read_bytes().endswith(b"\n")
+
+
+def test_ctrl_c_says_how_many_rows_were_written_and_exits_130(inputs, model_dir, uninterrupted, tmp_path):
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "STOP_AFTER": str(STOP_AFTER), "HF_HUB_OFFLINE": "1"}
+    args = [*_score_args(inputs, model_dir, out), "--batch-size", str(BATCH), "--quiet"]
+    process = subprocess.Popen([sys.executable, "-c", DRIVER, *args], env=env, stderr=subprocess.PIPE, text=True)
+    _, status = os.waitpid(process.pid, os.WUNTRACED)  # stopped itself after its 6th row
+    assert os.WIFSTOPPED(status)
+    os.kill(process.pid, signal.SIGINT)  # what Ctrl-C sends; delivered when it continues
+    os.kill(process.pid, signal.SIGCONT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err == (
+        f"uniqa: interrupted: {STOP_AFTER} of {len(inputs)} rows are in {out}; "
+        "the same command with --resume scores the rest\n"
+    )  # one line, no traceback
+    assert len(_jsonl(out)) == STOP_AFTER
+    assert main([*args, "--resume"]) == 2
+    _assert_same_results(_jsonl(out), _jsonl(uninterrupted["jsonl"]))
+
+
+def test_run_fingerprint_tells_models_and_options_apart(model, tmp_path):
+    import torch
+
+    from modeling_uniqa.tools.batch_scoring import run_fingerprint
+
+    base = {"crop_mode": None, "crops": None, "max_side": None, "seed": 0, "dtype": None, "device": None}
+    fingerprint = run_fingerprint(model, base)
+    assert len(fingerprint) == 12 and fingerprint == run_fingerprint(model, {**base, "device": "cpu", "seed": 1})
+    others = [{"crop_mode": "center"}, {"crops": 3}, {"max_side": 512}, {"dtype": "bf16"}]
+    assert len({fingerprint, *(run_fingerprint(model, {**base, **other}) for other in others)}) == 1 + len(others)
+    random = {**base, "crop_mode": "random"}
+    assert run_fingerprint(model, random) != run_fingerprint(model, {**random, "seed": 1})
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)  # other weights, same config
+    try:
+        assert run_fingerprint(model, base) != fingerprint
+    finally:
+        with torch.no_grad():
+            next(model.parameters()).sub_(1e-3)
+
+
+def test_resume_refuses_rows_of_another_run_or_without_one(inputs, model_dir, uninterrupted, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(uninterrupted["jsonl"].read_bytes())
+    for other in (["--crops", "2"], ["--max-side", "100"], ["--crop-mode", "center"]):
+        assert main([*_score_args(inputs, model_dir, out), *other, "--resume", "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("uniqa: cannot resume: ") and "resume with the same model and options" in err
+    assert out.read_bytes() == uninterrupted["jsonl"].read_bytes()
+    out.write_text('{"path": "a.png", "score": 0.5, "task": "quality", "adapter": null, "prompt_set": "ensemble20"}\n')
+    assert main([*_score_args(inputs, model_dir, out), "--resume", "--quiet"]) == 1
+    assert "(none recorded: an older uniqa)" in capsys.readouterr().err
+    old_csv = tmp_path / "old.csv"
+    old_csv.write_text("path,score,task,adapter,prompt_set,error\na.png,0.5,quality,,ensemble20,\n")
+    assert main([*_score_args(inputs, model_dir, old_csv, "csv"), "--resume", "--quiet"]) == 1
+    assert "no run column (written by an older `uniqa score` or the Space)" in capsys.readouterr().err

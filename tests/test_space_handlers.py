@@ -141,6 +141,7 @@ def test_batch_rows_are_the_rows_of_uniqa_score(space, model_dir, reference_imag
     (space_row,) = csv.DictReader(Path(csv_path).read_text(encoding="utf-8").splitlines())
     assert space_row["prompt_set"] == "level5"  # the adapter's prompt set, as `uniqa score` writes it
     assert float(space_row.pop("score")) == pytest.approx(float(cli_row.pop("score")), abs=2e-6)
+    assert len(cli_row.pop("run")) == 12  # the CLI's run fingerprint (for --resume); the Space has no resume
     assert {**space_row, "path": str(single)} == cli_row
 
 

@@ -55,13 +55,74 @@ def any_case_suffix(pattern: str) -> str:
 
 
 def result_row(
-    path: str, request: tuple[str, str | None, str], score: float | None = None, error: str | None = None
+    path: str,
+    request: tuple[str, str | None, str],
+    score: float | None = None,
+    error: str | None = None,
+    run: str | None = None,
 ) -> dict[str, Any]:
     """One result row of `uniqa score` and of the Space's batch table: the input, its score (6 decimals) or the
-    reason it has none, and how it was scored (`request`: the task, adapter and prompt set of `model.resolve`)."""
+    reason it has none, how it was scored (`request`: the task, adapter and prompt set of `model.resolve`) and by
+    what (`run`: the `run_fingerprint` of the model and options, which `--resume` checks)."""
     task, adapter, prompt_set = request
     score = None if score is None else round(float(score), 6)
-    return {"path": path, "score": score, "task": task, "adapter": adapter, "prompt_set": prompt_set, "error": error}
+    return {
+        "path": path,
+        "score": score,
+        "task": task,
+        "adapter": adapter,
+        "prompt_set": prompt_set,
+        "error": error,
+        "run": run,
+    }
+
+
+def run_fingerprint(model: Any, options: dict[str, Any]) -> str:
+    """12 hex digits that differ between runs whose scores differ: a hash of the model's config and weights (with
+    its adapters) and of the crop and precision options of `model.score` (`crop_mode`, `crops`, `max_side`,
+    `dtype`, and `seed` for random crops). Hashing the weights reads them once (about a second for ViT-B/16)."""
+    import hashlib
+
+    import torch
+
+    config = {k: v for k, v in model.config.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
+    chosen = {k: options.get(k) for k in ("crop_mode", "crops", "max_side", "dtype")}
+    if options.get("crop_mode") == "random":
+        chosen["seed"] = options.get("seed")
+    digest = hashlib.blake2b(digest_size=6)
+    digest.update(json.dumps([config, chosen], sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def output_format(output: str | None, fmt: str | None) -> str:
+    """`--format` if given, else from `--output`'s extension: `.jsonl` / `.json-lines` -> JSON lines, anything
+    else (`.csv`, standard output) -> CSV."""
+    if fmt is not None:
+        return fmt
+    return "jsonl" if output is not None and output.lower().endswith((".jsonl", ".json-lines")) else "csv"
+
+
+# A CSV cell starting with one of these runs as a formula in spreadsheets; `'` marks a cell made safe (and is itself
+# escaped), so that `csv_value(csv_cell(text)) == text` for every text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value -> a CSV cell that a spreadsheet shows as text: text starting with `= + - @`, tab, CR or `'` gets a
+    leading `'`; numbers (a negative score) stay numbers; `None` -> empty."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return "" if value is None else value
+
+
+def csv_value(cell: str) -> str | None:
+    """The inverse of `csv_cell` on a cell read back: empty -> `None`, a leading `'` removed."""
+    if cell == "":
+        return None
+    return cell[1:] if cell.startswith("'") else cell
 
 
 def escape_text(text: str) -> str:
@@ -76,12 +137,17 @@ class RowWriter:
     and cut back to its last complete row if a write fails (e.g. disk full); `sync()` fsyncs it (the CLI syncs
     after every chunk of images). A text stream (stdout) is flushed after every row. Undecodable bytes in paths
     are written as `\\udcXX` escapes (JSON reads them back as the original name), so the output is always UTF-8.
+    CSV cells that a spreadsheet would run as formulas are written as text (`csv_cell`). `rows` counts the rows
+    written. `fields` are the columns: by default the Space's batch table; `uniqa score` adds `run` (`SCORE_FIELDS`).
     """
 
     fields = ("path", "score", "task", "adapter", "prompt_set", "error")
 
-    def __init__(self, fmt: str, output: str | IO[str] | None = None, append: bool = False):
+    def __init__(
+        self, fmt: str, output: str | IO[str] | None = None, append: bool = False, fields: Sequence[str] = fields
+    ):
         self.fmt = fmt
+        self.fields = tuple(fields)
         self.stream: IO[str] | None = None
         self.file = None
         if output is None or not isinstance(output, (str, os.PathLike)):
@@ -89,6 +155,7 @@ class RowWriter:
         else:
             self.file = open(output, "ab" if append else "wb", buffering=0)  # noqa: SIM115 (closed by close())
         self.size = os.fstat(self.file.fileno()).st_size if self.file else 0
+        self.rows = 0
         if fmt == "csv" and self.size == 0:
             self._write_line(",".join(self.fields) + "\n")
 
@@ -97,8 +164,9 @@ class RowWriter:
         values = [row.get(field) for field in self.fields]
         if self.fmt == "csv":
             buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in values])
-            return escape_text(buffer.getvalue())
+            # "\r\n" makes the writer quote cells holding a CR as well as a LF; the row then ends in "\n" alone
+            csv.writer(buffer, lineterminator="\r\n").writerow([csv_cell(v) for v in values])
+            return escape_text(buffer.getvalue().removesuffix("\r\n") + "\n")
         return escape_text(json.dumps(dict(zip(self.fields, values, strict=True)), ensure_ascii=False)) + "\n"
 
     def _write_line(self, line: str) -> None:
@@ -117,6 +185,7 @@ class RowWriter:
 
     def write(self, row: dict[str, Any]) -> None:
         self._write_line(self.format(row))
+        self.rows += 1
 
     def sync(self) -> None:
         """Make the rows written so far durable (fsync); a no-op on streams."""
@@ -135,11 +204,14 @@ class RowWriter:
         self.close()
 
 
+SCORE_FIELDS = (*RowWriter.fields, "run")  # the columns of `uniqa score`'s output
+
+
 def read_rows(path: str, fmt: str) -> list[dict[str, Any]]:
     """The complete rows of an output file written by `RowWriter` (for `--resume`).
 
     A partial last line (a crash or power loss mid-write) is cut off the file; any other unreadable line is an
-    error naming the file and line. CSV cells are read back as strings, empty cells as `None`.
+    error naming the file and line. CSV cells are read back as strings (`csv_value`), empty cells as `None`.
     """
     with open(path, "rb+") as handle:
         data = handle.read()
@@ -153,10 +225,14 @@ def read_rows(path: str, fmt: str) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: not a UTF-8 results file ({error})") from error
     lines = text.split("\n")[:-1]  # rows end in "\n"; other line breaks (U+2028, \r) may occur inside paths
     if fmt == "csv":
-        if lines and lines[0] != ",".join(RowWriter.fields):
+        if lines and lines[0] == ",".join(RowWriter.fields):
+            raise ValueError(
+                f"{path}: no run column (written by an older `uniqa score` or the Space): its model is unknown"
+            )
+        if lines and lines[0] != ",".join(SCORE_FIELDS):
             raise ValueError(f"{path}: not a CSV results file of `uniqa score` (header {lines[0][:80]!r})")
         rows = csv.DictReader(io.StringIO(text, newline=""))
-        return [{k: v if v != "" else None for k, v in row.items()} for row in rows]
+        return [{k: csv_value(v) for k, v in row.items()} for row in rows]
     rows = []
     for number, line in enumerate(lines, 1):
         try:
@@ -170,11 +246,12 @@ def read_rows(path: str, fmt: str) -> list[dict[str, Any]]:
 
 
 def split_done(
-    paths: Sequence[str], rows: Sequence[dict[str, Any]], request: tuple[str, str | None, str]
+    paths: Sequence[str], rows: Sequence[dict[str, Any]], request: tuple[str, str | None, str], run: str
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Inputs not yet in `rows` (each occurrence of a duplicated input counts once) and the rows that are inputs'.
 
-    Raises `ValueError` if a row was scored with another task, adapter or prompt set than `request`.
+    Raises `ValueError` if a row was scored with another task, adapter or prompt set than `request`, or by another
+    model or crop / precision options (its `run` is not `run`; a row without one comes from an older version).
     """
     wanted = tuple("" if v is None else str(v) for v in request)
     pending: dict[str, list[dict[str, Any]]] = {}
@@ -184,6 +261,12 @@ def split_done(
             raise ValueError(
                 f"{row['path']} was scored with task/adapter/prompt set {got}, this run asks for {wanted}: "
                 "resume with the same options, or write to a new --output"
+            )
+        if row.get("run") != run:
+            raise ValueError(
+                f"{row['path']} was scored by run {row.get('run') or '(none recorded: an older uniqa)'}, this run is "
+                f"{run}: another model, adapter weights, --crop-mode, --crops, --max-side or --dtype; resume with the "
+                "same model and options, or write to a new --output"
             )
         pending.setdefault(escape_text(str(row["path"])), []).append(row)
     remaining, done = [], []

@@ -15,15 +15,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .batch_scoring import (
+    SCORE_FIELDS,
     RowWriter,
     chunks,
     distributed_world,
     escape_text,
     expand_inputs,
     join_process_group,
+    output_format,
     prefetch_images,
     read_rows,
     result_row,
+    run_fingerprint,
     score_chunk,
     shard_path,
     split_done,
@@ -90,6 +93,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def check_output(args: argparse.Namespace) -> None:
+    """`--output`'s folder exists, and an existing file is replaced only with `--overwrite` (or continued with
+    `--resume`); else a `ValueError` of one line, before any work starts."""
+    if args.output is None:
+        return
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--output {args.output}: the folder {folder} does not exist")
+    if os.path.exists(args.output) and not (args.resume or args.overwrite):
+        raise ValueError(f"--output {args.output} exists: add --resume to continue it or --overwrite to replace it")
+
+
 def score_command(args: argparse.Namespace) -> int:
 
     if args.dataset is not None:
@@ -97,6 +112,8 @@ def score_command(args: argparse.Namespace) -> int:
         from .dataset_scoring import score_dataset_command
 
         return score_dataset_command(args)
+    args.output = None if args.output == "-" else args.output  # `-`: standard output
+    args.format = output_format(args.output, args.format)
     if distributed_world()[1] > 1 and not getattr(args, "shard", False):
         return sharded_score_command(args)
     paths = expand_inputs(args.inputs)
@@ -108,13 +125,11 @@ def score_command(args: argparse.Namespace) -> int:
 
         logging.disable_progress_bar()
     check_device(args.device)
-    if args.output not in (None, "-") and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        raise ValueError(
-            f"--output {args.output}: the folder {os.path.dirname(os.path.abspath(args.output))} does not exist"
-        )
+    check_output(args)
     model = load_model(args)
     task, adapter, prompt_set = model.resolve(args.task, args.adapter, args.prompt_set)
     options = score_options(args)
+    run = run_fingerprint(model, options)
     try:  # the tower now: a precision or device that cannot run here fails in one line, before any work
         model.image_tower(args.dtype, args.device, args.compile)
     except (ValueError, ImportError, RuntimeError) as error:
@@ -127,15 +142,47 @@ def score_command(args: argparse.Namespace) -> int:
             return 1
         try:
             rows = read_rows(args.output, args.format) if os.path.exists(args.output) else []
-            remaining, done = split_done(paths, rows, (task, adapter, prompt_set))
+            remaining, done = split_done(paths, rows, (task, adapter, prompt_set), run)
         except ValueError as error:
             print(f"uniqa: cannot resume: {error}", file=sys.stderr)
             return 1
     failures = sum(1 for row in done if row.get("error"))
+    writer = RowWriter(args.format, args.output, append=args.resume, fields=SCORE_FIELDS)
+    try:
+        failures += score_files(args, model, (task, adapter, prompt_set), options, run, remaining, done, writer)
+    except KeyboardInterrupt:  # Ctrl-C: the rows written so far are complete and synced (the writer was closed)
+        written = len(done) + writer.rows
+        if args.output is None:
+            print(f"uniqa: interrupted after {written} of {len(paths)} rows", file=sys.stderr)
+        else:
+            print(
+                f"uniqa: interrupted: {written} of {len(paths)} rows are in {args.output}; "
+                "the same command with --resume scores the rest",
+                file=sys.stderr,
+            )
+        return 130
+    if failures:
+        print(f"uniqa: {failures} of {len(paths)} inputs could not be scored (see the error column)", file=sys.stderr)
+    return 2 if failures else 0
+
+
+def score_files(
+    args: argparse.Namespace,
+    model: Any,
+    request: tuple[str, str | None, str],
+    options: dict[str, Any],
+    run: str,
+    remaining: list[str],
+    done: list[dict[str, Any]],
+    writer: RowWriter,
+) -> int:
+    """Score `remaining` in chunks of `--batch-size`, writing each row to `writer` (closed at the end, also when
+    interrupted) -> how many rows are errors."""
+    failures = 0
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(RowWriter(args.format, args.output, append=args.resume))
+        stack.enter_context(writer)
         progress = stack.enter_context(
-            tqdm(total=len(paths), initial=len(done), unit="img", file=sys.stderr, disable=args.quiet)
+            tqdm(total=len(done) + len(remaining), initial=len(done), unit="img", file=sys.stderr, disable=args.quiet)
         )
         if args.decode == "processes":  # paths go as they are to the decoding processes
             from ..image_processing_uniqa import default_num_workers
@@ -153,16 +200,14 @@ def score_command(args: argparse.Namespace) -> int:
                     images[path] = image
                 else:
                     errors[path] = error
-            scores = score_chunk(model, images, errors, (task, adapter, prompt_set), args.batch_size, options)
+            scores = score_chunk(model, images, errors, request, args.batch_size, options)
             for path in chunk:
-                row = result_row(path, (task, adapter, prompt_set), scores.get(path), errors.get(path))
+                row = result_row(path, request, scores.get(path), errors.get(path), run)
                 failures += row["error"] is not None
                 writer.write(row)
             writer.sync()
             progress.update(len(chunk))
-    if failures:
-        print(f"uniqa: {failures} of {len(paths)} inputs could not be scored (see the error column)", file=sys.stderr)
-    return 2 if failures else 0
+    return failures
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -186,13 +231,15 @@ def sharded_score_command(args: argparse.Namespace) -> int:
     if "-" in args.inputs:
         print("uniqa: reading inputs from standard input (-) needs a single process", file=sys.stderr)
         return 1
+    check_output(args)
     args.device = join_process_group(args.device)
     paths, done = expand_inputs(args.inputs), []
     if args.resume and os.path.exists(args.output):
         model = load_model(args)
         request = model.resolve(args.task, args.adapter, args.prompt_set)
+        run = run_fingerprint(model, score_options(args))
         try:
-            paths, done = split_done(paths, read_rows(args.output, args.format), request)
+            paths, done = split_done(paths, read_rows(args.output, args.format), request, run)
         except ValueError as error:
             print(f"uniqa: cannot resume: {error}", file=sys.stderr)
             return 1
@@ -200,11 +247,12 @@ def sharded_score_command(args: argparse.Namespace) -> int:
     shard_args = argparse.Namespace(**vars(args))
     shard_args.inputs, shard_args.output, shard_args.format = paths[rank::world], shard, "jsonl"
     shard_args.resume, shard_args.quiet, shard_args.shard = False, args.quiet or rank != 0, True
+    shard_args.overwrite = True  # a shard left by an interrupted run is scored again
     status = score_command(shard_args) if shard_args.inputs else 0
     dist.barrier()
     if rank == 0:
         shards = [read_rows(shard_path(args.output, r, world), "jsonl") for r in range(world)]
-        with RowWriter(args.format, args.output, append=bool(done)) as writer:
+        with RowWriter(args.format, args.output, append=bool(done), fields=SCORE_FIELDS) as writer:
             for i, path in enumerate(paths):
                 row = shards[i % world][i // world]
                 if row["path"] != escape_text(path):
@@ -453,13 +501,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--crops", type=positive_int, help="crops per image (default: the model's)")
     score.add_argument("--max-side", type=positive_int, help="downscale images whose longer side exceeds this")
     score.add_argument("--seed", type=int, default=0, help="seed of the random crop protocol")
-    score.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    score.add_argument("--output", help="write results here instead of stdout")
     score.add_argument(
+        "--format",
+        choices=["csv", "jsonl"],
+        help="default: jsonl when --output ends in .jsonl or .json-lines, else csv",
+    )
+    score.add_argument("--output", help="write results to this file (default, or -: standard output)")
+    existing = score.add_mutually_exclusive_group()
+    existing.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run: keep --output's complete rows and score only the inputs it lacks",
     )
+    existing.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.add_argument(
         "--dtype",

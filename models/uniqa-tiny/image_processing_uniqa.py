@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
@@ -35,17 +35,28 @@ ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray
 def _to_8bit(array: np.ndarray) -> np.ndarray:
     """Scale an integer or float array to uint8.
 
-    uint16 is always divided by 257 (a dark 16-bit image stays dark); other integer types are divided by 257 only
-    when they exceed 255; floats with a maximum <= 1 are taken as [0, 1]; booleans map to 0/255.
+    uint16 is always divided by 257 (a dark 16-bit image stays dark); other integer types are taken as 8-bit when
+    their maximum is at most 255, as 16-bit (divided by 257) when it is at most 65535, and otherwise as spanning
+    their type's whole range (divided by (type maximum + 1) / 256: a 32-bit image's brightest value maps to 255);
+    negative values become 0. Floats with a maximum <= 1 are taken as [0, 1], NaN as 0; an infinite value is a
+    `ValueError`. Booleans map to 0/255.
     """
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
+        if np.isinf(array).any():
+            raise ValueError(f"float image holds infinite values ({array.dtype}): pixels must be finite")
         scale = 255.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 1.0
         return np.clip(np.nan_to_num(array) * scale + 0.5, 0, 255).astype(np.uint8)
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
-    divisor = 257.0 if array.dtype == np.uint16 or int(array.max(initial=0)) > 255 else 1.0
+    peak = int(array.max(initial=0))
+    if array.dtype == np.uint16 or 255 < peak <= 65535:
+        divisor = 257.0
+    elif peak > 65535:
+        divisor = (int(np.iinfo(array.dtype).max) + 1) / 256.0
+    else:
+        divisor = 1.0
     return np.clip(array / divisor + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -153,6 +164,75 @@ def _open_error_reason(path: str | bytes, error: BaseException) -> str:
     return f"corrupt or unsupported image data ({type(error).__name__}: {error})"
 
 
+# A marker that ends a scan's entropy-coded data: 0xFF followed by neither a stuffed 0x00, a restart marker nor fill.
+_SCAN_END = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+_FILLER = b"\x5a\xa5\x3c\xc3\x96\x69\x0f" * 40  # bytes a decoder reads as entropy-coded data (no 0xFF)
+
+
+def _with_filler_after_scans(data: bytes) -> bytes | None:
+    """The JPEG `data` with `_FILLER` inserted at the end of every scan's entropy-coded data (before the marker that
+    ends it), walking the marker segments from the start; `None` if the structure cannot be followed."""
+    parts, start, position = [], 0, 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker == 0xD9:  # end of image: the first frame is complete
+            break
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            position += 2
+            continue
+        segment_end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker != 0xDA:
+            position = segment_end
+            continue
+        end = _SCAN_END.search(data, segment_end)
+        if end is None:
+            return None
+        parts += [data[start : end.start()], _FILLER]
+        start = position = end.start()
+    if not parts:
+        return None
+    parts.append(data[start:])
+    return b"".join(parts)
+
+
+def _check_jpeg_complete(opened: Image.Image, source: str | bytes) -> None:
+    """Raise if a decoded JPEG's data ended before its last pixels (cut short but closed by an end marker, or a
+    header declaring more rows than the data hold): libjpeg only warns, Pillow silences the warning, and the missing
+    part is decoded as flat grey (every sample 128; 127 in inverted CMYK) or, in a progressive JPEG, as blur.
+
+    Suspects (a bottom-right 8x8 corner of flat 127/128, or any progressive JPEG) are decoded a second time with
+    filler bytes at the end of every scan: a complete scan ignores them, a short one decodes them into its missing
+    blocks, so the pixels change exactly when data were missing."""
+    width, height = opened.size
+    corner = np.asarray(opened.crop((max(0, width - 8), max(0, height - 8), width, height)))
+    suspect = opened.info.get("progressive") or bool(np.isin(corner, (127, 128)).all())
+    if not suspect:
+        return
+    if not isinstance(source, bytes):
+        with open(source, "rb") as handle:
+            source = handle.read()
+    filled = _with_filler_after_scans(source)
+    if filled is None:
+        return
+    try:
+        with Image.open(io.BytesIO(filled)) as check:
+            check.load()
+            same_shape = check.size == opened.size and check.mode == opened.mode
+            changed = same_shape and ImageChops.difference(check, opened).getbbox() is not None
+    except Exception:  # the filled copy is only a probe: a failure to decode it proves nothing
+        return
+    if changed:
+        raise OSError(
+            "image file is truncated: its JPEG data end before the image does (a decoder fills in the rest, grey "
+            "or blurred)"
+        )
+
+
 def _open_source(source: str | bytes, background: tuple[int, int, int]) -> Image.Image:
     """Decode the first frame of an image file (its path) or encoded image (its bytes) fully, upright, as RGB;
     refuse images over the pixel limit."""
@@ -172,6 +252,8 @@ def _open_source(source: str | bytes, background: tuple[int, int, int]) -> Image
             )
         opened.seek(0)
         opened.load()
+        if opened.format in ("JPEG", "MPO"):
+            _check_jpeg_complete(opened, source)
         image = ImageOps.exif_transpose(opened)
         image.load()
     return to_rgb(image, background)
@@ -203,8 +285,12 @@ def load_image(image: ImageInput, background: tuple[int, int, int] = (255, 255, 
             array = array[..., 0]
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
             raise ValueError(f"array image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}")
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise ValueError(f"array image is empty: {array.shape[1]}x{array.shape[0]} pixels (shape {array.shape})")
         return to_rgb(Image.fromarray(_to_8bit(array)), background)
     if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"PIL image is empty: {image.width}x{image.height} pixels")
         return to_rgb(ImageOps.exif_transpose(image), background)
     raise TypeError(
         f"unsupported image type {type(image).__name__}: pass a path, encoded bytes, a PIL image or a numpy array"

@@ -403,6 +403,11 @@ class ScoringEngine:
         details = self._score_crops(
             crop_stream, len(images), task, adapter, prompt_set, batch_size, dtype, device, compile
         )
+        finite = torch.isfinite(details.scores)
+        if not finite.all():  # a NaN or inf from the model must not pass for a score
+            i = int((~finite).nonzero()[0])
+            name = os.fspath(images[i]) if isinstance(images[i], (str, os.PathLike)) else f"images[{i}]"
+            raise ValueError(f"{name}: the model gave a non-finite score ({float(details.scores[i])})")
         details.scores = on_mos_scale(details.scores, mos_range, details)
         return details if return_details else details.scores
 
@@ -451,6 +456,9 @@ class ScoringEngine:
 
         count = len(tops) * len(lefts) + 1
         details = self._score_crops(crop_stream(), count, task, adapter, prompt_set, batch_size, dtype, device, compile)
+        if not torch.isfinite(details.scores).all():
+            name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
+            raise ValueError(f"{name}: the model gave a non-finite score for some window")
         scores = on_mos_scale(details.scores, mos_range, details)
         return ScoreMap(
             scores=scores[:-1].view(len(tops), len(lefts)),
