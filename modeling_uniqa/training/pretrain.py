@@ -3,12 +3,14 @@
     python -m training.pretrain --config training/configs/pretrain_vitb16.yaml --corpus corpus.jsonl \
         --image-root /data/images --output-dir out/pretrain [--model models/uniqa-vitb16] [--resume]
     accelerate launch --config_file training/configs/accelerate_ddp.yaml -m training.pretrain ...   # several GPUs
+    accelerate launch ... -m modeling_uniqa.tools.cli pretrain ...   # the same, from an installed wheel
     python -m training.pretrain ... --streaming --corpus "corpus/*.jsonl" [--shuffle-buffer 10000]   # too big for RAM
 
 The config's `pretraining:` section holds `epochs`, `eval_every_steps` and any `transformers.TrainingArguments`
-(defaults: the authors' optimiser, see `modeling_uniqa.pretraining.AUTHORS_OPTIMIZER`); its `model:` section the
-tower sizes of a random init when `--model` is not given. `--streaming` reads JSONL / Parquet shards lazily (one
-entry per line, lines of one image not merged) and needs `max_steps` in `pretraining:`; `epochs` is then ignored.
+(defaults: the authors' optimiser, see `modeling_uniqa.training.pretraining.AUTHORS_OPTIMIZER`); its `model:`
+section the tower sizes of a random init when `--model` is not given. `--streaming` reads JSONL / Parquet shards
+lazily (one entry per line, lines of one image not merged) and needs `max_steps` in `pretraining:`;
+`epochs` is then ignored.
 `group_size: N` in `pretraining:` batches up to N entries of the same `group` (a corpus field, e.g. the source
 photo of synthetic distortions) together: content-matched negatives. `ranking_weight: W` (with `group_size` >= 2)
 adds W times a ranking of each run's distortions by their zero-shot quality, for entries with a `level` (0: the
