@@ -172,6 +172,20 @@ def on_mos_scale(scores: torch.Tensor, mos_range: tuple[float, float] | None, de
     return low + (scores - lo) / (hi - lo) * (high - low)
 
 
+def image_name(image: ImageInput, fallback: str) -> str:
+    """How errors name an input: its path, else `fallback`."""
+    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else fallback
+
+
+def check_finite(scores: torch.Tensor, names: Sequence[str], where: str = "") -> None:
+    """A `ValueError` naming the first item whose score is NaN or infinite (and `where`, else the value): such a
+    value must not pass for a score."""
+    bad = (~torch.isfinite(scores)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"{names[i]}: the model gave a non-finite score{where or f' ({float(scores[i])})'}")
+
+
 class ImageTower(nn.Module):
     """CLIP's vision transformer and visual projection: `(N, 3, S, S)` pixels -> `(N, D)` raw image embeddings,
     the same as `CLIPModel.get_image_features`."""
@@ -403,11 +417,7 @@ class ScoringEngine:
         details = self._score_crops(
             crop_stream, len(images), task, adapter, prompt_set, batch_size, dtype, device, compile
         )
-        finite = torch.isfinite(details.scores)
-        if not finite.all():  # a NaN or inf from the model must not pass for a score
-            i = int((~finite).nonzero()[0])
-            name = os.fspath(images[i]) if isinstance(images[i], (str, os.PathLike)) else f"images[{i}]"
-            raise ValueError(f"{name}: the model gave a non-finite score ({float(details.scores[i])})")
+        check_finite(details.scores, [image_name(image, f"images[{i}]") for i, image in enumerate(images)])
         details.scores = on_mos_scale(details.scores, mos_range, details)
         return details if return_details else details.scores
 
@@ -456,9 +466,7 @@ class ScoringEngine:
 
         count = len(tops) * len(lefts) + 1
         details = self._score_crops(crop_stream(), count, task, adapter, prompt_set, batch_size, dtype, device, compile)
-        if not torch.isfinite(details.scores).all():
-            name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
-            raise ValueError(f"{name}: the model gave a non-finite score for some window")
+        check_finite(details.scores, [image_name(image, "the image")] * count, where=" for some window")
         scores = on_mos_scale(details.scores, mos_range, details)
         return ScoreMap(
             scores=scores[:-1].view(len(tops), len(lefts)),

@@ -14,6 +14,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..configuration_uniqa import TASKS
+from ..image_processing_uniqa import CROP_MODES
 from .batch_scoring import (
     SCORE_FIELDS,
     RowWriter,
@@ -97,6 +99,8 @@ def check_output(args: argparse.Namespace) -> None:
     """`--output`'s folder exists, and an existing file is replaced only with `--overwrite` (or continued with
     `--resume`); else a `ValueError` of one line, before any work starts."""
     if args.output is None:
+        if args.resume:
+            raise ValueError("--resume needs --output")
         return
     folder = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(folder):
@@ -106,7 +110,6 @@ def check_output(args: argparse.Namespace) -> None:
 
 
 def score_command(args: argparse.Namespace) -> int:
-
     if args.dataset is not None:
         require_extra("datasets", "uniqa score --dataset")
         from .dataset_scoring import score_dataset_command
@@ -137,9 +140,6 @@ def score_command(args: argparse.Namespace) -> int:
         return 1
     remaining, done = list(paths), []
     if args.resume:
-        if args.output is None:
-            print("uniqa: --resume needs --output", file=sys.stderr)
-            return 1
         try:
             rows = read_rows(args.output, args.format) if os.path.exists(args.output) else []
             remaining, done = split_done(paths, rows, (task, adapter, prompt_set), run)
@@ -491,13 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
         "case), or - to read these from standard input, one per line",
     )
     score.add_argument("--model", help="model folder or hub id (default: $UNIQA_MODEL or the bundled model)")
-    score.add_argument("--task", choices=["quality", "aesthetics"], help="default: quality, or the adapter's task")
+    score.add_argument("--task", choices=TASKS, help="default: quality, or the adapter's task")
     score.add_argument("--adapter", help="trained adapter name (default: zero-shot prompts)")
     score.add_argument("--prompt-set", help="zero-shot prompt set (see `uniqa info`)")
     score.add_argument(
         "--batch-size", type=positive_int, default=32, help="crops per forward pass and images per chunk"
     )
-    score.add_argument("--crop-mode", choices=["grid", "random", "center"], help="default: the model's (grid)")
+    score.add_argument("--crop-mode", choices=CROP_MODES, help="default: the model's (grid)")
     score.add_argument("--crops", type=positive_int, help="crops per image (default: the model's)")
     score.add_argument("--max-side", type=positive_int, help="downscale images whose longer side exceeds this")
     score.add_argument("--seed", type=int, default=0, help="seed of the random crop protocol")
@@ -549,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="model folder")
     export.add_argument("out", help="the .onnx file to write")
     export.add_argument("--format", choices=["onnx"], default="onnx")
-    export.add_argument("--task", choices=["quality", "aesthetics"], help="default: quality, or the adapter's task")
+    export.add_argument("--task", choices=TASKS, help="default: quality, or the adapter's task")
     export.add_argument("--adapter", help="trained adapter to bake in (default: zero-shot prompts)")
     export.add_argument("--prompt-set", help="zero-shot prompt set to bake in")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
@@ -569,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True, help="model folder to write")
     convert.add_argument("--adapter", help="adapter checkpoint of the original training framework (.pth)")
     convert.add_argument("--adapter-name", default="default")
-    convert.add_argument("--adapter-task", choices=["quality", "aesthetics"], default="quality")
+    convert.add_argument("--adapter-task", choices=TASKS, default="quality")
     convert.add_argument("--adapter-dataset", help="dataset the adapter was trained on (for the model card)")
     convert.add_argument("--license", default="other", help="licence id for the model card")
     convert.set_defaults(func=convert_command)
@@ -600,11 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
         "scores' range; SRCC, KRCC and PLCC do not)",
     )
     evaluate.add_argument("--lower-is-better", action="store_true", help="the table holds DMOS")
-    evaluate.add_argument("--task", choices=["quality", "aesthetics"])
+    evaluate.add_argument("--task", choices=TASKS)
     evaluate.add_argument("--adapter", help="trained adapter name (default: zero-shot prompts)")
     evaluate.add_argument("--prompt-set", help="zero-shot prompt set")
     evaluate.add_argument("--batch-size", type=positive_int, default=32)
-    evaluate.add_argument("--crop-mode", choices=["grid", "random", "center"])
+    evaluate.add_argument("--crop-mode", choices=CROP_MODES)
     evaluate.add_argument("--crops", type=positive_int)
     evaluate.add_argument("--max-side", type=positive_int)
     evaluate.add_argument("--output", default="evaluation", help="folder for report.json and scatter.png")

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from .batch_scoring import distributed_world, join_process_group, prefetch_images, score_chunk, shard_path
+from .batch_scoring import (
+    distributed_world,
+    join_process_group,
+    prefetch_images,
+    run_fingerprint,
+    score_chunk,
+    shard_path,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -361,10 +368,12 @@ def split_round_robin(dataset: IterableDataset, rank: int, world: int) -> Iterab
     return split_dataset_by_node(dataset, rank, world, strategy="examples")
 
 
-def run_record(args: argparse.Namespace, request: tuple[str, str | None, Any]) -> dict[str, Any]:
-    """What a run scores and how: a resumed run must match it."""
+def run_record(args: argparse.Namespace, request: tuple[str, str | None, Any], run: str) -> dict[str, Any]:
+    """What a run scores and how (`run`: the model and scoring options' fingerprint, as `uniqa score` records it
+    for files): a resumed run must match it."""
     task, adapter, prompt_set = request
     return {
+        "run": run,
         "dataset": args.dataset,
         "config": args.config,
         "split": args.split,
@@ -383,6 +392,8 @@ def run_record(args: argparse.Namespace, request: tuple[str, str | None, Any]) -
 def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
     """`key 'old', now 'new'` for each entry of `wanted` that `stored` does not share."""
     changed = [key for key, value in wanted.items() if stored.get(key) != value]
+    if len(changed) > 1:  # the run fingerprint follows from the options named beside it: name those alone
+        changed = [key for key in changed if key != "run"]
     return ", ".join(f"{key} {stored.get(key)!r}, now {wanted[key]!r}" for key in changed)
 
 
@@ -467,7 +478,8 @@ def score_dataset_command(args: argparse.Namespace) -> int:
         model.image_tower(args.dtype, args.device, args.compile)
     except (ImportError, RuntimeError) as error:
         raise ValueError(str(error)) from error
-    record = run_record(args, request)
+    options = score_options(args)
+    record = run_record(args, request, run_fingerprint(model, options))
     found = sorted(glob.glob(glob.escape(args.output) + ".shard-*.parts"))
     if args.resume:
         if not found and os.path.exists(args.output):
@@ -510,7 +522,6 @@ def score_dataset_command(args: argparse.Namespace) -> int:
         table = table.cast(out_features.arrow_schema)
         return embed_table_storage(table) if args.keep_images else table  # image files' bytes into the rows
 
-    options = score_options(args)
     batches = mine.with_format("arrow").iter(batch_size=args.batch_size)
     failures, buffered, count, last = 0, [], 0, time.monotonic()
     with tqdm(total=total, initial=done, unit="img", file=sys.stderr, disable=args.quiet or rank != 0) as progress:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..configuration_uniqa import TASKS
+
 if TYPE_CHECKING:  # torch and transformers load with the command, not with `uniqa --help`
     from ..image_processing_uniqa import ImageInput
     from ..scoring_uniqa import ScoreMap
@@ -199,7 +201,7 @@ def add_map_parser(commands: argparse._SubParsersAction) -> None:
         help="also write the window scores beside each PNG (default format: npy)",
     )
     parser.add_argument("--model", help="model folder or hub id (default: $UNIQA_MODEL or the bundled model)")
-    parser.add_argument("--task", choices=["quality", "aesthetics"], help="default: quality, or the adapter's task")
+    parser.add_argument("--task", choices=TASKS, help="default: quality, or the adapter's task")
     parser.add_argument("--adapter", help="trained adapter name (default: zero-shot prompts)")
     parser.add_argument("--prompt-set", help="zero-shot prompt set (see `uniqa info`)")
     parser.add_argument("--window", type=int, help="window side in pixels (default: the model's crop size)")
