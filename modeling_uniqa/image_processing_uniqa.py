@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
@@ -166,12 +166,18 @@ def _open_error_reason(path: str | bytes, error: BaseException) -> str:
 
 # A marker that ends a scan's entropy-coded data: 0xFF followed by neither a stuffed 0x00, a restart marker nor fill.
 _SCAN_END = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
-_FILLER = b"\x5a\xa5\x3c\xc3\x96\x69\x0f" * 40  # bytes a decoder reads as entropy-coded data (no 0xFF)
+_RESTART = re.compile(rb"\xff[\xd0-\xd7]")
+# Bytes a decoder reads as entropy-coded data (no 0xFF). The first bit is 1, so a scan lacking even one bit of its
+# last code decodes it differently from libjpeg's fill of zero bits.
+_FILLER = b"\xa5\x3c\xc3\x96\x69\x0f\x5a" * 40
 
 
 def _with_filler_after_scans(data: bytes) -> bytes | None:
-    """The JPEG `data` with `_FILLER` inserted at the end of every scan's entropy-coded data (before the marker that
-    ends it), walking the marker segments from the start; `None` if the structure cannot be followed."""
+    """The JPEG `data` with `_FILLER`, the restart marker the scan would expect next and `_FILLER` again inserted at
+    the end of every scan's entropy-coded data (before the marker that ends it and any 0xFF fill bytes before that
+    marker), walking the marker segments from the start; `None` if the structure cannot be followed. The restart
+    marker makes a scan cut at the end of a restart interval read filler too: there a decoder skips to the next
+    restart marker."""
     parts, start, position = [], 0, 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
@@ -192,8 +198,12 @@ def _with_filler_after_scans(data: bytes) -> bytes | None:
         end = _SCAN_END.search(data, segment_end)
         if end is None:
             return None
-        parts += [data[start : end.start()], _FILLER]
-        start = position = end.start()
+        stop = end.start()
+        while stop > segment_end and data[stop - 1] == 0xFF:  # a cut that left a lone 0xFF: fill, not data
+            stop -= 1
+        restart = bytes((0xFF, 0xD0 + len(_RESTART.findall(data, segment_end, stop)) % 8))
+        parts += [data[start:stop], _FILLER, restart, _FILLER]
+        start, position = stop, end.start()
     if not parts:
         return None
     parts.append(data[start:])
@@ -203,16 +213,13 @@ def _with_filler_after_scans(data: bytes) -> bytes | None:
 def _check_jpeg_complete(opened: Image.Image, source: str | bytes) -> None:
     """Raise if a decoded JPEG's data ended before its last pixels (cut short but closed by an end marker, or a
     header declaring more rows than the data hold): libjpeg only warns, Pillow silences the warning, and the missing
-    part is decoded as flat grey (every sample 128; 127 in inverted CMYK) or, in a progressive JPEG, as blur.
+    part is decoded as flat grey (every sample 128; 127 in inverted CMYK), as blur in a progressive JPEG, or, when
+    only the last bytes are gone, as slightly wrong last blocks.
 
-    Suspects (a bottom-right 8x8 corner of flat 127/128, or any progressive JPEG) are decoded a second time with
-    filler bytes at the end of every scan: a complete scan ignores them, a short one decodes them into its missing
-    blocks, so the pixels change exactly when data were missing."""
-    width, height = opened.size
-    corner = np.asarray(opened.crop((max(0, width - 8), max(0, height - 8), width, height)))
-    suspect = opened.info.get("progressive") or bool(np.isin(corner, (127, 128)).all())
-    if not suspect:
-        return
+    Every JPEG is decoded a second time, at full size, with filler bytes at the end of every scan: a complete scan
+    ignores them, a short one decodes them into the bits it lacks, so the pixels change exactly when missing data
+    mattered. Nothing cheaper is exact: a reduced-scale decode drops the coefficients that a cut in the last block
+    damages, and libjpeg reads ahead of the bits it uses, so running out of data proves nothing."""
     if not isinstance(source, bytes):
         with open(source, "rb") as handle:
             source = handle.read()
@@ -222,14 +229,16 @@ def _check_jpeg_complete(opened: Image.Image, source: str | bytes) -> None:
     try:
         with Image.open(io.BytesIO(filled)) as check:
             check.load()
+            width, height = opened.size
+            bands = [(0, top, width, min(height, top + 64)) for top in range(0, height, 64)]  # no full-size diff copy
             same_shape = check.size == opened.size and check.mode == opened.mode
-            changed = same_shape and ImageChops.difference(check, opened).getbbox() is not None
+            changed = same_shape and any(check.crop(box).tobytes() != opened.crop(box).tobytes() for box in bands)
     except Exception:  # the filled copy is only a probe: a failure to decode it proves nothing
         return
     if changed:
         raise OSError(
-            "image file is truncated: its JPEG data end before the image does (a decoder fills in the rest, grey "
-            "or blurred)"
+            "image file is truncated: its JPEG data end before the image does (a decoder fills in the rest: grey, "
+            "blurred or wrong pixels)"
         )
 
 
@@ -432,11 +441,11 @@ class UniQAImageProcessor(BaseImageProcessor):
         crop_mode = crop_mode or self.crop_mode
         crops = crops or self.crops
         image = self.resize_for_crops(self.load_image(image), max_side if max_side is not None else self.max_side)
-        pixels = np.asarray(image)
         size = self.crop_size
         boxes = self.crop_boxes(image, crop_mode, crops, seed, content_seeded)
-        windows = np.stack([pixels[top : top + size, left : left + size] for left, top in boxes]).transpose(0, 3, 1, 2)
-        windows = torch.from_numpy(np.ascontiguousarray(windows))
+        # cut by Pillow, window by window: no full-size array copy of the image (3 bytes a pixel) is made
+        windows = np.stack([np.asarray(image.crop((left, top, left + size, top + size))) for left, top in boxes])
+        windows = torch.from_numpy(np.ascontiguousarray(windows.transpose(0, 3, 1, 2)))
         return self.normalize(windows) if normalize else windows
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -472,37 +481,77 @@ def default_num_workers() -> int:
 
 
 def map_in_threads(
-    function: Callable[[Any], Any], items: Iterable[Any], num_workers: int, lookahead: int | None = None
+    function: Callable[[Any], Any],
+    items: Iterable[Any],
+    num_workers: int,
+    lookahead: int | None = None,
+    weight: Callable[[Any], float] | None = None,
+    budget: float = math.inf,
 ) -> Iterator[Any]:
     """`map(function, items)` computed in `num_workers` threads, yielded in input order.
 
-    At most `lookahead` (default `2 * num_workers + 2`) results are in flight, so memory stays flat however many
-    items there are. Pillow's decoders and numpy release the GIL, so threads overlap image decoding with a model
-    running in the calling thread. `num_workers <= 0` maps in the calling thread. Exceptions are re-raised when
-    their item's turn comes.
+    At most `lookahead` (default `2 * num_workers + 2`) results are in flight, and with `weight` at most `budget`
+    of their weights (see `map_in_order`), so memory stays flat however many items there are. Pillow's decoders
+    and numpy release the GIL, so threads overlap image decoding with a model running in the calling thread.
+    `num_workers <= 0` maps in the calling thread (one item in flight). Exceptions are re-raised when their item's
+    turn comes.
     """
     if num_workers <= 0:
         yield from map(function, items)
         return
     with ThreadPoolExecutor(num_workers, thread_name_prefix="uniqa-decode") as pool:
-        yield from map_in_order(pool, function, items, max(1, lookahead or 2 * num_workers + 2))
+        yield from map_in_order(pool, function, items, max(1, lookahead or 2 * num_workers + 2), weight, budget)
 
 
-def map_in_order(pool: Executor, function: Callable[[Any], Any], items: Iterable[Any], lookahead: int) -> Iterator[Any]:
+def map_in_order(
+    pool: Executor,
+    function: Callable[[Any], Any],
+    items: Iterable[Any],
+    lookahead: int,
+    weight: Callable[[Any], float] | None = None,
+    budget: float = math.inf,
+) -> Iterator[Any]:
     """`map(function, items)` run on `pool` (threads or processes), yielded in input order with at most
-    `lookahead` items in flight. Exceptions are re-raised when their item's turn comes; a consumer that stops
-    early (or an error) cancels what has not started."""
-    pending: deque[Future] = deque()
+    `lookahead` items in flight (submitted, not yet yielded).
+
+    With `weight` (what an item will hold once run, e.g. the pixels it decodes to, known before it runs), an item
+    is submitted only when the weights in flight, its own included, stay within `budget`: results are yielded
+    first until it fits, and an item alone in flight is submitted whatever its weight. Items are drawn from `items`
+    one past those in flight. Exceptions are re-raised when their item's turn comes; a consumer that stops early
+    (or an error) cancels what has not started."""
+    pending: deque[tuple[Future, float]] = deque()
     try:
         for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) >= lookahead:
-                yield pending.popleft().result()
+            cost = 0.0 if weight is None else weight(item)
+            while pending and (len(pending) >= lookahead or sum(w for _, w in pending) + cost > budget):
+                yield pending.popleft()[0].result()
+            pending.append((pool.submit(function, item), cost))
         while pending:
-            yield pending.popleft().result()
+            yield pending.popleft()[0].result()
     finally:
-        for future in pending:
+        for future, _ in pending:
             future.cancel()
+
+
+def file_pixels(source: str | os.PathLike | bytes) -> int:
+    """The pixels (width x height) an image file (its path) or encoded image (its bytes) decodes to, read from its
+    header without decoding it; 0 for one that `load_image` refuses before decoding (not a regular file, not an
+    image, over the pixel limit)."""
+    try:
+        if not isinstance(source, bytes) and not stat.S_ISREG(os.stat(source).st_mode):
+            return 0  # a folder, or a FIFO that opening would block on
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+            pixels = opened.width * opened.height
+    except UnidentifiedImageError:  # a HEIF image before `load_image` registered pillow-heif's opener?
+        try:
+            heif = _sniff(source if isinstance(source, bytes) else os.fspath(source)) == "heif"
+        except OSError:
+            return 0
+        return file_pixels(source) if heif and _register_heif_plugin() else 0
+    except Exception:  # unreadable: decoding it fails too, with the reason
+        return 0
+    limit = Image.MAX_IMAGE_PIXELS
+    return 0 if limit and pixels > limit else pixels
 
 
 UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")

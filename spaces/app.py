@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from modeling_uniqa import UniQAModel, load_image
 from modeling_uniqa.configuration_uniqa import LEVEL_NAMES
-from modeling_uniqa.tools.batch_scoring import IMAGE_SUFFIXES, RowWriter, chunks, result_row, score_chunk
+from modeling_uniqa.tools.batch_scoring import IMAGE_SUFFIXES, RowWriter, pixel_chunks, result_row, score_chunk
 from modeling_uniqa.tools.cli import default_model
 from modeling_uniqa.tools.quality_map import render_quality_map
 
@@ -49,7 +49,10 @@ MAX_REQUEST_MB = 1024  # per Batch run: bytes uploaded plus bytes unpacked from 
 MAX_TEXT_CHARS = 4000  # per text field (the custom prompts), checked before any other work
 UNZIP_CHUNK = 2**16  # zip entries are decompressed this many bytes at a time
 DELETE_CACHE = (600, 3600)  # every 10 minutes, Gradio deletes the uploads and results older than an hour
-BATCH_CHUNK = 16  # images decoded and scored at a time
+BATCH_CHUNK = 16  # Batch: at most this many images decoded and scored at a time
+CHUNK_PIXELS = 40_000_000  # Compare and Batch: decoded pixels one request holds at a time (a larger image goes alone)
+MAX_JOBS = 2  # requests running at once, all tabs together; each holds at most max(CHUNK_PIXELS, MAX_PIXELS) decoded
+SCORING_QUEUE = "scoring"  # the concurrency group of every tab's event, so that MAX_JOBS bounds them all together
 
 # Zero-shot attribute cues. Sharpness and noise come from the groups of the paper's 20-prompt ensemble (read from
 # the model's `ensemble20` prompt set); the others are this app's antonym pairs, worst first. Every cue is scored
@@ -150,8 +153,8 @@ def level_names(count: int) -> list[str]:
 # Input validation
 
 
-def check_image_file(path: str | os.PathLike, name: str | None = None) -> Image.Image:
-    """Validate an uploaded file (type, size, pixel count) and load it as upright RGB with `load_image`.
+def image_pixels(path: str | os.PathLike, name: str | None = None) -> int:
+    """Validate an uploaded file (type, size, pixel count) from its header, without decoding it; its pixel count.
 
     Raises `InputError` naming the file and the reason.
     """
@@ -174,10 +177,20 @@ def check_image_file(path: str | os.PathLike, name: str | None = None) -> Image.
         raise InputError(
             f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, the limit is {MAX_PIXELS / 1e6:.0f}"
         )
+    return width * height
+
+
+def check_image_file(path: str | os.PathLike, name: str | None = None) -> Image.Image:
+    """Validate an uploaded file with `image_pixels` and load it as upright RGB with `load_image`.
+
+    Raises `InputError` naming the file and the reason.
+    """
+    image_pixels(path, name)
+    path = Path(path)
     try:
         return load_image(path)
     except ValueError as error:
-        raise InputError(str(error).replace(str(path), name)) from error
+        raise InputError(str(error).replace(str(path), name or path.name)) from error
 
 
 def checked_image(**kwargs) -> gr.Image:
@@ -432,15 +445,20 @@ class UniQASpace:
     def compare(
         self, files: Sequence[Any] | None, key: str | None = None
     ) -> tuple[list[tuple[str, str]], pd.DataFrame]:
-        """Compare tab -> a gallery ranked best first (captions: rank, score, name) and the ranking as a table."""
+        """Compare tab -> a gallery ranked best first (captions: rank, score, name) and the ranking as a table.
+
+        Every header is checked before anything is decoded; images are then decoded and scored in `pixel_chunks`,
+        each chunk dropped before the next is decoded."""
         paths = uploaded_files(files)
         if len(paths) < 2:
             raise InputError("Upload at least two images to compare.")
         if len(paths) > MAX_COMPARE_FILES:
             raise InputError(f"{len(paths)} images: the limit is {MAX_COMPARE_FILES} (use the Batch tab for more)")
         scorer = self.scorer(key)
-        images = [check_image_file(path) for path in paths]
-        scores = self.model.score(images, **scorer.kwargs).tolist()
+        pixels = {path: image_pixels(path) for path in paths}
+        scores: list[float] = []
+        for chunk in pixel_chunks(paths, MAX_COMPARE_FILES, CHUNK_PIXELS, pixels.__getitem__):
+            scores += self.model.score([check_image_file(path) for path, _ in chunk], **scorer.kwargs).tolist()
         ranked = sorted(zip(scores, paths, strict=True), key=lambda item: -item[0])
         gallery = [(str(path), f"#{rank} · {score:.4f} · {path.name}") for rank, (score, path) in enumerate(ranked, 1)]
         table = pd.DataFrame(
@@ -458,7 +476,8 @@ class UniQASpace:
     ) -> tuple[pd.DataFrame, str]:
         """Batch tab: images and zips -> a table with a row per image (the `uniqa score` CSV columns; unreadable
         files get their reason in `error`) and the path of the same table as CSV (in Gradio's cache, which
-        `DELETE_CACHE` empties). The run's unpacked files are deleted when it ends, whether it succeeds or fails."""
+        `DELETE_CACHE` empties). Images are decoded and scored in `pixel_chunks` of at most `BATCH_CHUNK`, one chunk
+        held at a time. The run's unpacked files are deleted when it ends, whether it succeeds or fails."""
         paths = uploaded_files(files)
         if not paths:
             raise InputError("Upload images or a zip of images.")
@@ -471,9 +490,17 @@ class UniQASpace:
             if len(entries) > MAX_BATCH_FILES:
                 gr.Warning(f"Only the first {MAX_BATCH_FILES} images are scored.")
                 del entries[MAX_BATCH_FILES:]
+            pixels: list[int] = []  # declared by each image's header: 0 where the entry has an error
+            for index, (name, path, error) in enumerate(entries):
+                try:
+                    pixels.append(0 if error else image_pixels(path, name))
+                except InputError as problem:
+                    entries[index] = (name, None, str(problem).removeprefix(f"{name}: "))
+                    pixels.append(0)
             rows: list[dict[str, Any]] = []
-            for chunk in tqdm(list(chunks(entries, BATCH_CHUNK)), desc="scoring", unit="chunk"):
-                images: dict[int, Image.Image] = {}
+            planned = pixel_chunks(range(len(entries)), BATCH_CHUNK, CHUNK_PIXELS, pixels.__getitem__)
+            for chunk in tqdm([[entries[i] for i, _ in run] for run in planned], desc="scoring", unit="chunk"):
+                images: dict[int, Image.Image] = {}  # drops the previous chunk's images before any is decoded
                 errors = {index: error for index, (_, _, error) in enumerate(chunk) if error is not None}
                 for index, (name, path, error) in enumerate(chunk):
                     if error is None:
@@ -553,7 +580,7 @@ def scorer_dropdown(space: UniQASpace, task: str | None, label: str) -> gr.Dropd
 
 
 def build_demo(model: UniQAModel, model_name: str = "") -> gr.Blocks:
-    """The Gradio app for `model` (queued, at most 2 scoring jobs at a time)."""
+    """The Gradio app for `model` (queued: at most `MAX_JOBS` requests run at a time, all tabs together)."""
     space = UniQASpace(model)
     examples = example_images()
     with gr.Blocks(title="UniQA — image quality and aesthetics", delete_cache=DELETE_CACHE) as demo:
@@ -613,6 +640,7 @@ def build_demo(model: UniQAModel, model_name: str = "") -> gr.Blocks:
                 inputs=[image, quality_scorer, aesthetics_scorer],
                 outputs=[quality, aesthetics, summary, levels, cues, details],
                 api_name="score",
+                concurrency_id=SCORING_QUEUE,
             )
         with gr.Tab("Compare"):
             compare_files = gr.File(
@@ -623,7 +651,11 @@ def build_demo(model: UniQAModel, model_name: str = "") -> gr.Blocks:
             gallery = gr.Gallery(label="Best first", columns=4, height="auto")
             ranking = gr.Dataframe(label="Ranking", interactive=False)
             compare_button.click(
-                space.compare, inputs=[compare_files, compare_scorer], outputs=[gallery, ranking], api_name="compare"
+                space.compare,
+                inputs=[compare_files, compare_scorer],
+                outputs=[gallery, ranking],
+                api_name="compare",
+                concurrency_id=SCORING_QUEUE,
             )
         with gr.Tab("Batch"):
             batch_files = gr.File(
@@ -636,7 +668,11 @@ def build_demo(model: UniQAModel, model_name: str = "") -> gr.Blocks:
             table = gr.Dataframe(label="Scores (unreadable files: reason in `error`)", interactive=False)
             csv_file = gr.File(label="CSV")
             batch_button.click(
-                space.batch, inputs=[batch_files, batch_scorer], outputs=[table, csv_file], api_name="batch"
+                space.batch,
+                inputs=[batch_files, batch_scorer],
+                outputs=[table, csv_file],
+                api_name="batch",
+                concurrency_id=SCORING_QUEUE,
             )
         with gr.Tab("Custom prompts"):
             with gr.Row():
@@ -662,6 +698,7 @@ def build_demo(model: UniQAModel, model_name: str = "") -> gr.Blocks:
                 inputs=[custom_image, pairs],
                 outputs=[custom_score, custom_table, custom_json],
                 api_name="custom",
+                concurrency_id=SCORING_QUEUE,
             )
         with gr.Tab("Quality map"):
             with gr.Row():
@@ -677,9 +714,13 @@ def build_demo(model: UniQAModel, model_name: str = "") -> gr.Blocks:
                     map_picture = gr.Image(type="pil", format="png", label="Where the image loses quality")
                     map_summary = gr.Markdown()
             map_button.click(
-                space.quality_map, inputs=[map_image, map_scorer], outputs=[map_picture, map_summary], api_name="map"
+                space.quality_map,
+                inputs=[map_image, map_scorer],
+                outputs=[map_picture, map_summary],
+                api_name="map",
+                concurrency_id=SCORING_QUEUE,
             )
-    return demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo.queue(default_concurrency_limit=MAX_JOBS, max_size=64)
 
 
 def launch_options() -> dict[str, Any]:

@@ -112,6 +112,9 @@ def write_corpus(folder: Path) -> list[Case]:
     # JPEGs whose data end early but which a decoder still "decodes" (libjpeg only warns and fills in grey)
     eoi = b"\xff\xd9"
     error("truncated_closed.jpg", file("truncated_closed.jpg", jpeg[: len(jpeg) // 2] + eoi), "truncated image data")
+    scan_end = len(jpeg) - len(eoi)  # Pillow writes the end marker right after the scan's data
+    tail = jpeg[: scan_end - 3] + eoi  # only the last blocks decode wrong: the corner stays in colour, not grey
+    error("truncated_tail.jpg", file("truncated_tail.jpg", tail), "truncated image data")
     sof = jpeg.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
     height = struct.unpack(">H", jpeg[sof + 5 : sof + 7])[0]
     tall = jpeg[: sof + 5] + struct.pack(">H", 2 * height) + jpeg[sof + 7 :]

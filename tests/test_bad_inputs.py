@@ -7,6 +7,7 @@ reason; the run never crashes and no input is left without its row.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_inputs import Case, write_corpus
+from bad_inputs import Case, _encoded, pattern, write_corpus
 from PIL import Image
 
 from modeling_uniqa import UniQAModel, load_image
+from modeling_uniqa.image_processing_uniqa import ImageReadError
 from modeling_uniqa.tools.batch_scoring import escape_text
 from modeling_uniqa.tools.cli import main
 
@@ -175,8 +177,9 @@ def test_docs_table_lists_every_case(corpus):
 
 
 def test_flat_grey_jpeg_corner_is_probed_and_still_scored(corpus, monkeypatch):
-    """A grey-filled truncated JPEG ends in flat grey; a real flat grey corner makes the loader check the data
-    (decoding them again with filler bytes after each scan) and, finding them complete, score the image."""
+    """A grey-filled truncated JPEG ends in flat grey; a real flat grey corner is no sign of it: the loader checks
+    the data of every JPEG (decoding them again with filler bytes after each scan) and, finding them complete,
+    scores the image."""
     from modeling_uniqa import image_processing_uniqa
 
     probed = []
@@ -192,6 +195,52 @@ def test_flat_grey_jpeg_corner_is_probed_and_still_scored(corpus, monkeypatch):
         with Image.open(case.path) as image:
             image.load()
             assert (np.asarray(image)[-8:, -8:] == 128).all(), name
+
+
+JPEG_KINDS = {
+    "4:2:0": ("RGB", {}),
+    "4:4:4": ("RGB", {"subsampling": 0}),
+    "4:2:2": ("RGB", {"subsampling": 1}),
+    "grey": ("L", {}),
+    "CMYK": ("CMYK", {}),
+    "restart every row": ("RGB", {"restart_marker_rows": 1}),
+    "restart every block": ("RGB", {"restart_marker_blocks": 1}),
+}
+
+
+@pytest.mark.parametrize("kind", JPEG_KINDS)
+def test_a_jpeg_missing_only_its_last_bytes_is_an_error(kind):
+    """A JPEG cut 1 to 50 bytes before its end and closed by an end marker: Pillow decodes it without an error, its
+    last blocks wrong but its corner not grey (for the shortest cuts), and the loader still finds the data missing."""
+    mode, options = JPEG_KINDS[kind]
+    for size in ((96, 80), (17, 33)):
+        jpeg = _encoded(Image.fromarray(pattern(*size)).convert(mode), "JPEG", quality=90, **options)
+        scan_end = len(jpeg) - 2  # Pillow writes the end marker right after the scan's data
+        for cut in (1, 2, 5, 10, 50):
+            data = jpeg[: scan_end - cut] + b"\xff\xd9"
+            with Image.open(io.BytesIO(data)) as plain:
+                plain.load()
+                corner = np.asarray(plain)[-8:, -8:]
+            if cut <= 5:
+                assert not np.isin(corner, (127, 128)).all(), (kind, size, cut)
+            with pytest.raises(ImageReadError, match="truncated image data"):
+                load_image(data)
+
+
+def test_complete_jpegs_of_every_kind_are_scored_as_pillow_decodes_them():
+    """No false alarm from the second decode with filler: odd sizes, every subsampling, greyscale, CMYK,
+    progressive, optimised tables, restart markers, extreme qualities, bytes after the end marker."""
+    kinds = [{"subsampling": 0}, {"subsampling": 1}, {"subsampling": 2}, {"progressive": True}, {"optimize": True}]
+    kinds += [{"restart_marker_blocks": 1}, {"restart_marker_rows": 1}, {"quality": 100}, {"quality": 5}]
+    for size in ((1, 1), (17, 33), (33, 17), (96, 80)):
+        picture = Image.fromarray(pattern(*size))
+        for image in (picture, picture.convert("L"), picture.convert("CMYK")):
+            for options in kinds:
+                jpeg = _encoded(image, "JPEG", **{"quality": 90, **options})
+                for data in (jpeg, jpeg + b"bytes after the end marker"):
+                    with Image.open(io.BytesIO(data)) as plain:
+                        expected = np.asarray(plain.convert("RGB"))
+                    assert np.array_equal(np.asarray(load_image(data)), expected), (size, image.mode, options)
 
 
 def test_empty_arrays_and_images_are_refused():

@@ -127,6 +127,7 @@ def test_save_to_disk_split_min_score_and_streaming(saved_folder, model_dir, tmp
 def test_resume_after_a_crash_scores_only_the_missing_rows(image_folder, model_dir, tmp_path, monkeypatch, capsys):
     whole = tmp_path / "whole.parquet"
     assert score(image_folder, model_dir, whole) == 2
+    capsys.readouterr()
     monkeypatch.setattr(dataset_scoring, "PART_ROWS", 2)
     write_part = dataset_scoring.write_part
 
@@ -137,8 +138,11 @@ def test_resume_after_a_crash_scores_only_the_missing_rows(image_folder, model_d
 
     out = tmp_path / "scores.parquet"
     monkeypatch.setattr(dataset_scoring, "write_part", crash_after_first_part)
-    with pytest.raises(KeyboardInterrupt):
-        score(image_folder, model_dir, out)
+    assert score(image_folder, model_dir, out) == 130  # Ctrl-C: one line, no traceback
+    folder = f"{out}.shard-00000-of-00001.parts"
+    assert capsys.readouterr().err == (
+        f"uniqa: interrupted: 2 rows are in {folder}; the same command with --resume scores the rest\n"
+    )
     assert not out.exists()
     monkeypatch.setattr(dataset_scoring, "write_part", write_part)
     assert score(image_folder, model_dir, out, "--resume", "--crops", "4") == 1  # other options: refused

@@ -8,6 +8,7 @@ import os
 import struct
 import tempfile
 import tracemalloc
+import weakref
 import zipfile
 from pathlib import Path
 
@@ -94,6 +95,66 @@ def test_zip_bombs_are_unpacked_as_a_stream_and_stop_at_the_file_limit(
     assert errors(table) == ["unpacks to more than 1 MB, the limit per file", None]
     assert table["score"][1] == pytest.approx(float(model.score(reference_images["rocket"], prompt_set="level5")[0]))
     assert list(temp_area.iterdir()) == []
+
+
+def test_compare_and_batch_hold_at_most_one_chunk_of_decoded_pixels(
+    space_app, space, model, tmp_path, temp_area, monkeypatch
+):
+    """Memory: Compare and Batch decode and score in chunks whose declared pixels (read from the headers first) add
+    up to at most CHUNK_PIXELS, one chunk alive at a time, so many huge images never sit decoded together; small
+    images still go BATCH_CHUNK at a time. Scores and order are those of the images scored together."""
+    monkeypatch.setattr(space_app, "MAX_PIXELS", 300_000)
+    monkeypatch.setattr(space_app, "CHUNK_PIXELS", 300_000)
+    files = []
+    for k, size in enumerate([(600, 450), (150, 120), (150, 120), (600, 450), (600, 450)] + [(150, 120)] * 21):
+        files.append(tmp_path / f"{k:02d}.png")  # 270,000 or 18,000 pixels: the big ones near MAX_PIXELS
+        Image.linear_gradient("L").resize(size).point(lambda v, k=k: (v + 9 * k) % 256).save(files[-1])
+    held = peak = 0
+    load_image = space_app.load_image
+
+    def released(pixels: int) -> None:
+        nonlocal held
+        held -= pixels
+
+    def tracked(path: Path) -> Image.Image:
+        nonlocal held, peak
+        image = load_image(path)
+        held += image.width * image.height
+        peak = max(peak, held)
+        weakref.finalize(image, released, image.width * image.height)
+        return image
+
+    monkeypatch.setattr(space_app, "load_image", tracked)
+    batch_sizes: list[int] = []
+    score = model.score
+
+    def counted(images, *args, **kwargs):
+        batch_sizes.append(len(images))
+        return score(images, *args, **kwargs)
+
+    monkeypatch.setattr(model, "score", counted)
+    _, ranking = space.compare([str(f) for f in files[:8]], "prompts:level5")
+    assert (peak, batch_sizes) == (288_000, [2, 2, 2, 2])  # all eight at once: 900,000 pixels
+    expected = score([str(f) for f in files], prompt_set="level5").tolist()
+    best_first = sorted(zip(expected[:8], files[:8], strict=True), key=lambda item: -item[0])
+    assert list(ranking["file"]) == [f.name for _, f in best_first]
+    assert list(ranking["score"]) == pytest.approx([s for s, _ in best_first], abs=1e-4)
+    peak, batch_sizes = 0, []
+    table, _ = space.batch([str(f) for f in files], "prompts:level5")
+    assert (peak, batch_sizes) == (288_000, [2, 2, 2, 16, 4])  # 16 small images: 288,000 pixels
+    assert list(table["path"]) == [f.name for f in files]
+    assert list(table["score"]) == pytest.approx(expected, abs=1e-6)
+    assert held == 0 and list(temp_area.iterdir()) == []
+
+
+def test_one_queue_bounds_the_requests_of_all_tabs(space_app, model):
+    """Memory: every tab's event is in one concurrency group, so the server runs at most MAX_JOBS requests at once
+    (each holding at most CHUNK_PIXELS decoded), not MAX_JOBS per tab."""
+    demo = space_app.build_demo(model, "tiny")
+    queued = [fn for fn in demo.fns.values() if fn.queue]
+    assert {fn.api_name for fn in queued} == {"score", "compare", "batch", "custom", "map"}
+    assert {fn.concurrency_id for fn in queued} == {space_app.SCORING_QUEUE}
+    assert demo._queue.default_concurrency_limit == space_app.MAX_JOBS == 2
 
 
 def test_two_archives_share_one_budget_for_the_request(

@@ -2,7 +2,8 @@
 
 The machinery behind `uniqa score` (and the Space's batch tab): `RowWriter` writes complete CSV / JSON-lines rows
 only, `read_rows` + `split_done` resume an interrupted run, `score_chunk` isolates an image that breaks scoring,
-`prefetch_images` decodes ahead of the model, `distributed_world` / `shard_path` split a run across processes.
+`prefetch_images` decodes ahead of the model, `decoded_chunks` hands it chunks of images within a budget of decoded
+pixels, `distributed_world` / `shard_path` split a run across processes.
 """
 
 from __future__ import annotations
@@ -10,12 +11,22 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import itertools
 import json
+import math
+import operator
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+# Decoded pixels (width x height) that `uniqa score` holds in the chunk being scored, and again in the images decoded
+# ahead of it (`decoded_chunks`); Pillow keeps 4 bytes a pixel of RGB, so about 1 GB each. Two images at Pillow's
+# limit (PIL.Image.MAX_IMAGE_PIXELS, 89.5 M pixels) fit, a third does not; 32 photos of 8 M pixels (3264x2448) do.
+# Peak memory, measured: benchmarks/results/prefetch-memory.json.
+MAX_PIXELS_IN_FLIGHT = 256_000_000
+Item = TypeVar("Item")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 
@@ -328,11 +339,15 @@ def prefetch_images(
     num_workers: int | None,
     lookahead: int,
     read: Callable[[Any], Any] | None = None,
+    pixels: Callable[[Any], float] | None = None,
+    max_pixels: float = math.inf,
 ) -> Iterator[tuple[Any, str | None]]:
     """Decode `paths` in worker threads ahead of the model -> `(image, None)` or `(None, reason)`, in order.
 
     `read` turns one item into an image (default: `processor.load_image`); its `ValueError` / `OSError` is the
-    item's reason. `paths` may be a lazy iterable: items are drawn only `lookahead` ahead of the consumer.
+    item's reason. `paths` may be a lazy iterable: items are drawn about `lookahead` ahead of the consumer, and with
+    `pixels` (an item's decoded pixels, known before decoding it) only while the pixels of the items being decoded
+    or decoded and not yet taken stay within `max_pixels` (`map_in_order`; one item is always decoded).
     """
     from ..image_processing_uniqa import default_num_workers, map_in_threads
 
@@ -345,7 +360,79 @@ def prefetch_images(
             return None, str(error)
 
     workers = default_num_workers() if num_workers is None else num_workers
-    return map_in_threads(load, paths, workers, lookahead=max(lookahead, 2 * workers))
+    return map_in_threads(load, paths, workers, max(lookahead, 2 * workers), pixels, max_pixels)
+
+
+def pixel_chunks(
+    items: Iterable[Item], batch_size: int, max_pixels: float, pixels: Callable[[Item], float]
+) -> Iterator[list[tuple[Item, float]]]:
+    """Images (paths, upload entries) -> consecutive chunks of `(item, its pixels)`: at most `batch_size` of them,
+    whose pixels sum to at most `max_pixels`; an image over `max_pixels` makes a chunk of its own. Used by
+    `uniqa score` and the Space."""
+    chunk: list[tuple[Item, float]] = []
+    for item in items:
+        area = pixels(item)
+        if chunk and (len(chunk) == batch_size or sum(a for _, a in chunk) + area > max_pixels):
+            yield chunk
+            chunk = []
+        chunk.append((item, area))
+    if chunk:
+        yield chunk
+
+
+def split_loaded(
+    keys: Iterable[str], loaded: Iterable[tuple[Any, str | None]]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Keys and their `(image, None)` / `(None, reason)` -> `{key: image}` and `{key: reason}` (a key given twice
+    keeps its last)."""
+    images, errors = {}, {}
+    for key, (image, error) in zip(keys, loaded, strict=True):
+        if error is None:
+            images[key] = image
+        else:
+            errors[key] = error
+    return images, errors
+
+
+def decoded_chunks(
+    processor: Any,
+    paths: Sequence[str],
+    batch_size: int,
+    num_workers: int | None,
+    decode: bool = True,
+    max_pixels: float | None = None,
+) -> Iterator[tuple[list[str], dict[str, Any], dict[str, str]]]:
+    """Image files -> the chunks `uniqa score` scores, in order: `(paths, {path: image}, {path: reason})`.
+
+    A chunk holds at most `batch_size` paths whose images have at most `max_pixels` decoded pixels together
+    (default `MAX_PIXELS_IN_FLIGHT`; sizes read from the files' headers; one image, however large, always makes a
+    chunk). While the caller scores a chunk, the next images are decoded in `num_workers` threads within the
+    same budget, so about `2 * max_pixels` decoded pixels are alive at most; asking for the next chunk releases
+    this one's images. With `decode=False` (`model.score` decodes in worker processes) the images are the paths
+    themselves, `batch_size` to a chunk.
+    """
+    from ..image_processing_uniqa import file_pixels
+
+    if not decode:
+        for chunk in chunks(paths, batch_size):
+            yield list(chunk), {path: path for path in chunk}, {}
+        return
+    budget = MAX_PIXELS_IN_FLIGHT if max_pixels is None else max_pixels
+    planned, ahead = itertools.tee(pixel_chunks(paths, batch_size, budget, file_pixels))
+    loaded = prefetch_images(
+        processor,
+        itertools.chain.from_iterable(ahead),
+        num_workers,
+        batch_size,
+        read=lambda item: processor.load_image(item[0]),
+        pixels=operator.itemgetter(1),
+        max_pixels=budget,
+    )
+    for chunk in planned:
+        names = [path for path, _ in chunk]
+        images, errors = split_loaded(names, itertools.islice(loaded, len(chunk)))
+        yield names, images, errors
+        images.clear()
 
 
 def distributed_world() -> tuple[int, int]:

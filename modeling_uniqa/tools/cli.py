@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import itertools
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from ..configuration_uniqa import TASKS
-from ..image_processing_uniqa import CROP_MODES
 from .batch_scoring import (
     SCORE_FIELDS,
     RowWriter,
-    chunks,
+    decoded_chunks,
     distributed_world,
     escape_text,
     expand_inputs,
     join_process_group,
     output_format,
-    prefetch_images,
     read_rows,
     result_row,
     run_fingerprint,
@@ -33,6 +30,17 @@ from .batch_scoring import (
     shard_path,
     split_done,
 )
+
+
+@cache
+def model_code_constant(module: str, name: str) -> Any:
+    """A literal constant of the model's code (`TASKS` in configuration_uniqa.py, ...), read from its source: the
+    parser needs the names, and importing that code (torch, transformers) would take seconds before `--help`."""
+    source = Path(__file__).resolve().parents[1] / f"{module}.py"
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == name for target in node.targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"{source} defines no constant {name}")
 
 
 def default_model() -> str:
@@ -51,17 +59,34 @@ def default_model() -> str:
     )
 
 
-def load_model(args: argparse.Namespace):
-    """The model of `--model` (default: `default_model()`), in eval mode, from safetensors only; a folder or Hub id
-    that cannot be loaded (missing, offline, not a UniQA model) is a `ValueError` of one line."""
-    from ..modeling_uniqa import UniQAModel
+@contextlib.contextmanager
+def loading_from(source: str) -> Iterator[None]:
+    """Loading a model from `source` (a folder or Hub id): a source that is neither, or that cannot be loaded
+    (missing, offline, not a UniQA model), is a `ValueError` of one line instead of a traceback."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    source = args.model or default_model()
+    if os.path.isfile(source):
+        raise ValueError(f"cannot load a model from {source}: a file, not a model folder")
+    if not os.path.exists(source):
+        try:
+            validate_repo_id(source)
+        except HFValidationError:
+            raise ValueError(f"cannot load a model from {source}: no such folder, and not a Hub id") from None
     try:
-        return UniQAModel.from_pretrained(source, use_safetensors=True).eval()
+        yield
     except OSError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"cannot load a model from {source}: {reason}") from error
+
+
+def load_model(args: argparse.Namespace):
+    """The model of `--model` (default: `default_model()`), in eval mode, from safetensors only; see
+    `loading_from` for the errors."""
+    from ..modeling_uniqa import UniQAModel
+
+    source = args.model or default_model()
+    with loading_from(source):
+        return UniQAModel.from_pretrained(source, use_safetensors=True).eval()
 
 
 def check_device(device: str | None) -> None:
@@ -152,7 +177,9 @@ def score_command(args: argparse.Namespace) -> int:
         failures += score_files(args, model, (task, adapter, prompt_set), options, run, remaining, done, writer)
     except KeyboardInterrupt:  # Ctrl-C: the rows written so far are complete and synced (the writer was closed)
         written = len(done) + writer.rows
-        if args.output is None:
+        if getattr(args, "shard", False):  # one process of several: the sharded command speaks for all of them
+            pass
+        elif args.output is None:
             print(f"uniqa: interrupted after {written} of {len(paths)} rows", file=sys.stderr)
         else:
             print(
@@ -176,8 +203,10 @@ def score_files(
     done: list[dict[str, Any]],
     writer: RowWriter,
 ) -> int:
-    """Score `remaining` in chunks of `--batch-size`, writing each row to `writer` (closed at the end, also when
+    """Score `remaining` in chunks (`decoded_chunks`), writing each row to `writer` (closed at the end, also when
     interrupted) -> how many rows are errors."""
+    from tqdm.auto import tqdm
+
     failures = 0
     with contextlib.ExitStack() as stack:
         stack.enter_context(writer)
@@ -190,16 +219,10 @@ def score_files(
 
             workers = args.num_workers if args.num_workers is not None else default_num_workers()
             options["decode"] = stack.enter_context(decoding_processes(workers))
-            loaded = ((path, None) for path in remaining)
-        else:
-            loaded = prefetch_images(model.image_processor, remaining, args.num_workers, args.batch_size)
-        for chunk in chunks(remaining, args.batch_size):
-            images, errors = {}, {}
-            for path, (image, error) in zip(chunk, itertools.islice(loaded, len(chunk)), strict=True):
-                if error is None:
-                    images[path] = image
-                else:
-                    errors[path] = error
+        loaded = decoded_chunks(
+            model.image_processor, remaining, args.batch_size, args.num_workers, decode=args.decode != "processes"
+        )
+        for chunk, images, errors in loaded:  # within a budget of decoded pixels (MAX_PIXELS_IN_FLIGHT)
             scores = score_chunk(model, images, errors, request, args.batch_size, options)
             for path in chunk:
                 row = result_row(path, request, scores.get(path), errors.get(path), run)
@@ -222,6 +245,7 @@ def sharded_score_command(args: argparse.Namespace) -> int:
     `--output` in input order and deletes the shards. On GPUs each process uses `cuda:LOCAL_RANK`; on CPUs the
     cores are split between the processes of a machine.
     """
+    import torch
     import torch.distributed as dist
 
     rank, world = distributed_world()
@@ -246,10 +270,24 @@ def sharded_score_command(args: argparse.Namespace) -> int:
     shard = shard_path(args.output, rank, world)
     shard_args = argparse.Namespace(**vars(args))
     shard_args.inputs, shard_args.output, shard_args.format = paths[rank::world], shard, "jsonl"
-    shard_args.resume, shard_args.quiet, shard_args.shard = False, args.quiet or rank != 0, True
-    shard_args.overwrite = True  # a shard left by an interrupted run is scored again
+    shard_args.quiet, shard_args.shard = args.quiet or rank != 0, True
+    # A shard left by an interrupted run is continued with --resume (the same inputs fall to the same shard), and
+    # scored again without it.
+    shard_args.resume, shard_args.overwrite = args.resume, not args.resume
     status = score_command(shard_args) if shard_args.inputs else 0
-    dist.barrier()
+    interrupted = torch.tensor([int(status == 130)])
+    dist.all_reduce(interrupted)  # also the barrier before merging: every shard is finished, or one was interrupted
+    if interrupted.item():  # Ctrl-C (in any process): keep the shards for --resume, merge nothing
+        if rank == 0:
+            shards = [shard_path(args.output, r, world) for r in range(world)]
+            written = sum(len(read_rows(shard, "jsonl")) for shard in shards if os.path.exists(shard))
+            print(
+                f"uniqa: interrupted: {len(done) + written} of {len(done) + len(paths)} rows are scored "
+                f"({written} in the shard files beside {args.output}); the same command with --resume scores the rest",
+                file=sys.stderr,
+            )
+        dist.destroy_process_group()
+        return 130
     if rank == 0:
         shards = [read_rows(shard_path(args.output, r, world), "jsonl") for r in range(world)]
         with RowWriter(args.format, args.output, append=bool(done), fields=SCORE_FIELDS) as writer:
@@ -349,7 +387,9 @@ def adapter_summary(meta: dict[str, Any]) -> list[str]:
 
 
 def info_command(args: argparse.Namespace) -> int:
-    record = model_record(args.model or default_model())
+    source = args.model or default_model()
+    with loading_from(source):
+        record = model_record(source)
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
@@ -474,6 +514,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
+    tasks = model_code_constant("configuration_uniqa", "TASKS")
+    crop_modes = model_code_constant("image_processing_uniqa", "CROP_MODES")
     parser = argparse.ArgumentParser(prog="uniqa", description="Image quality and aesthetics scores with UniQA.")
     try:
         parser.add_argument("--version", action="version", version=f"uniqa {version('uniqa')}")
@@ -491,13 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
         "case), or - to read these from standard input, one per line",
     )
     score.add_argument("--model", help="model folder or hub id (default: $UNIQA_MODEL or the bundled model)")
-    score.add_argument("--task", choices=TASKS, help="default: quality, or the adapter's task")
+    score.add_argument("--task", choices=tasks, help="default: quality, or the adapter's task")
     score.add_argument("--adapter", help="trained adapter name (default: zero-shot prompts)")
     score.add_argument("--prompt-set", help="zero-shot prompt set (see `uniqa info`)")
     score.add_argument(
         "--batch-size", type=positive_int, default=32, help="crops per forward pass and images per chunk"
     )
-    score.add_argument("--crop-mode", choices=CROP_MODES, help="default: the model's (grid)")
+    score.add_argument("--crop-mode", choices=crop_modes, help="default: the model's (grid)")
     score.add_argument("--crops", type=positive_int, help="crops per image (default: the model's)")
     score.add_argument("--max-side", type=positive_int, help="downscale images whose longer side exceeds this")
     score.add_argument("--seed", type=int, default=0, help="seed of the random crop protocol")
@@ -543,13 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .quality_map import add_map_parser  # `uniqa map`: quality-map PNGs
 
-    add_map_parser(commands)
+    add_map_parser(commands, tasks)
 
     export = commands.add_parser("export", help="export a model folder as one ONNX graph, pixels to scores")
     export.add_argument("model", help="model folder")
     export.add_argument("out", help="the .onnx file to write")
     export.add_argument("--format", choices=["onnx"], default="onnx")
-    export.add_argument("--task", choices=TASKS, help="default: quality, or the adapter's task")
+    export.add_argument("--task", choices=tasks, help="default: quality, or the adapter's task")
     export.add_argument("--adapter", help="trained adapter to bake in (default: zero-shot prompts)")
     export.add_argument("--prompt-set", help="zero-shot prompt set to bake in")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version")
@@ -569,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True, help="model folder to write")
     convert.add_argument("--adapter", help="adapter checkpoint of the original training framework (.pth)")
     convert.add_argument("--adapter-name", default="default")
-    convert.add_argument("--adapter-task", choices=TASKS, default="quality")
+    convert.add_argument("--adapter-task", choices=tasks, default="quality")
     convert.add_argument("--adapter-dataset", help="dataset the adapter was trained on (for the model card)")
     convert.add_argument("--license", default="other", help="licence id for the model card")
     convert.set_defaults(func=convert_command)
@@ -600,11 +642,11 @@ def build_parser() -> argparse.ArgumentParser:
         "scores' range; SRCC, KRCC and PLCC do not)",
     )
     evaluate.add_argument("--lower-is-better", action="store_true", help="the table holds DMOS")
-    evaluate.add_argument("--task", choices=TASKS)
+    evaluate.add_argument("--task", choices=tasks)
     evaluate.add_argument("--adapter", help="trained adapter name (default: zero-shot prompts)")
     evaluate.add_argument("--prompt-set", help="zero-shot prompt set")
     evaluate.add_argument("--batch-size", type=positive_int, default=32)
-    evaluate.add_argument("--crop-mode", choices=CROP_MODES)
+    evaluate.add_argument("--crop-mode", choices=crop_modes)
     evaluate.add_argument("--crops", type=positive_int)
     evaluate.add_argument("--max-side", type=positive_int)
     evaluate.add_argument("--output", default="evaluation", help="folder for report.json and scatter.png")
@@ -659,6 +701,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The `uniqa` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else None
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        # File names that are not valid UTF-8 (Python holds their bytes as surrogates) are printed escaped, as on
+        # standard error, instead of failing the command in a strict UTF-8 locale.
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         if command in COMMAND_EXTRAS:  # checked before any work starts
             require_extra(COMMAND_EXTRAS[command], f"uniqa {command}")
@@ -672,6 +718,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:  # a request the model cannot serve (unknown adapter, unavailable task, ...)
         print(f"uniqa: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C outside the scoring loop (which says what it wrote): loading, merging, ...
+        print("uniqa: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 `uniqa score --dataset` (`score_dataset_command`: a Parquet file in the dataset's row order, resumable, split across
 processes).
 
-Both decode a chunk of rows' images in worker threads (`batch_scoring.prefetch_images`) and score them with the
-scoring engine (`model.score`, through `batch_scoring.score_chunk`). A row whose image cannot be decoded or scored
-gets no score and the reason in its `error` column; the run goes on.
+Both score batches of rows with `scored_rows`: each batch in chunks within a budget of decoded pixels
+(`batch_scoring.MAX_PIXELS_IN_FLIGHT`, as `uniqa score` on files), images decoded ahead in worker threads within the
+same budget (`batch_scoring.prefetch_images`) and scored with the scoring engine (`model.score`, through
+`batch_scoring.score_chunk`). A row whose image cannot be decoded or scored gets no score and the reason in its
+`error` column; the run goes on.
 
 The command writes each process's rows to a folder of Parquet parts beside `--output` (`shard_path(...,
 ".parts")`), one part at least every `PART_SECONDS`, so `--resume` continues after the last complete part; process
@@ -18,6 +20,7 @@ import glob
 import inspect
 import itertools
 import json
+import operator
 import os
 import shutil
 import sys
@@ -28,13 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from . import batch_scoring
 from .batch_scoring import (
     distributed_world,
     join_process_group,
+    pixel_chunks,
     prefetch_images,
     run_fingerprint,
     score_chunk,
     shard_path,
+    split_loaded,
 )
 
 if TYPE_CHECKING:
@@ -77,7 +83,7 @@ def cell_image(processor: UniQAImageProcessor, row: int, cell: Any) -> Image.Ima
         raise ValueError(f"row {row}: no image (empty cell)")
     else:
         source = cell
-    if isinstance(source, str) and "://" in source and not os.path.exists(source):
+    if is_remote(source):
         source, name = fetch(source), source
     try:
         return processor.load_image(source)
@@ -85,6 +91,32 @@ def cell_image(processor: UniQAImageProcessor, row: int, cell: Any) -> Image.Ima
         if isinstance(source, bytes):  # the reason names no file: name the stored one, or the row
             raise ValueError(f"{name or f'row {row}'}: {error}") from error
         raise
+
+
+def is_remote(source: Any) -> bool:
+    """Whether a cell's source is a remote file (`hf://`, `https://`, any fsspec URL), fetched when decoded."""
+    return isinstance(source, str) and "://" in source and not os.path.exists(source)
+
+
+def cell_pixels(cell: Any) -> int:
+    """The pixels (width x height) a cell of an image column (see `cell_image`) decodes to, known without decoding
+    it: encoded bytes or a local file from their header (`file_pixels`), a PIL image or an array from its size. 0
+    where that is unknown before decoding: a remote file (fetched only when decoded), an empty cell, a header that
+    cannot be read (decoding reports why) or an image over Pillow's pixel limit (refused unread)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..image_processing_uniqa import file_pixels
+
+    if isinstance(cell, dict):
+        cell = cell.get("bytes") if cell.get("bytes") is not None else cell.get("path")
+    if isinstance(cell, (bytes, str, os.PathLike)):
+        return 0 if is_remote(cell) else file_pixels(cell)
+    if isinstance(cell, Image.Image):
+        return cell.width * cell.height
+    if isinstance(cell, np.ndarray) and cell.ndim >= 2:
+        return cell.shape[0] * cell.shape[1]
+    return 0
 
 
 def fetch(url: str) -> bytes:
@@ -99,14 +131,6 @@ def fetch(url: str) -> bytes:
         raise ValueError(f"{url}: cannot read image: cannot fetch it ({type(error).__name__}: {error})") from error
 
 
-def decode_cells(
-    processor: UniQAImageProcessor, items: Iterable[tuple[int, Any]], num_workers: int | None, lookahead: int
-) -> Iterator[tuple[Any, str | None]]:
-    """`(row, cell)` pairs -> `(image, None)` or `(None, reason)` in order, decoded in threads up to `lookahead`
-    items ahead of the consumer (see `cell_image`)."""
-    return prefetch_images(processor, items, num_workers, lookahead, read=lambda item: cell_image(processor, *item))
-
-
 def score_cells(
     model: UniQAModel,
     rows: Sequence[int],
@@ -118,14 +142,56 @@ def score_cells(
     """Decoded images of `rows` (`(image, None)` or `(None, reason)` each, from `prefetch_images`) -> their scores
     and errors, two lists in row order: a score, or `None` and the reason."""
     labels = [f"row {row}" for row in rows]
-    images, errors = {}, {}
-    for label, (image, error) in zip(labels, loaded, strict=True):
-        if error is None:
-            images[label] = image
-        else:
-            errors[label] = error
+    images, errors = split_loaded(labels, loaded)
     scores = score_chunk(model, images, errors, request, batch_size, options)
     return [scores.get(label) for label in labels], [errors.get(label) for label in labels]
+
+
+def scored_rows(
+    model: UniQAModel,
+    batches: Iterable[tuple[Sequence[int], Sequence[Any]]],
+    request: tuple[str, str | None, Any],
+    batch_size: int,
+    options: dict[str, Any],
+    max_pixels: float | None = None,
+) -> Iterator[tuple[list[float | None], list[str | None]]]:
+    """Batches of rows, `(row numbers, image cells)` each -> each batch's scores and errors (see `score_cells`).
+
+    A batch is scored in consecutive chunks whose images have at most `max_pixels` decoded pixels together
+    (`pixel_chunks`; default `batch_scoring.MAX_PIXELS_IN_FLIGHT`; sizes from `cell_pixels`, so a remote file counts
+    0; one image, however large, always makes a chunk). While a chunk is scored, the next cells (of this batch or
+    the following ones) are decoded in `options["num_workers"]` threads within the same budget, as `uniqa score`
+    does for files: about `2 * max_pixels` decoded pixels are alive at most. Row numbers name rows in errors.
+    """
+    processor = model.image_processor
+    budget = batch_scoring.MAX_PIXELS_IN_FLIGHT if max_pixels is None else max_pixels
+
+    def plan() -> Iterator[list[list[tuple[tuple[int, Any], float]]]]:
+        for rows, cells in batches:
+            items = zip(rows, cells, strict=True)
+            yield list(pixel_chunks(items, batch_size, budget, lambda item: cell_pixels(item[1])))
+
+    planned, ahead = itertools.tee(plan())
+    loaded = prefetch_images(
+        processor,
+        (item for chunks in ahead for chunk in chunks for item in chunk),
+        options.get("num_workers"),
+        batch_size,
+        read=lambda item: cell_image(processor, *item[0]),
+        pixels=operator.itemgetter(1),
+        max_pixels=budget,
+    )
+    for chunks in planned:
+        scores: list[float | None] = []
+        errors: list[str | None] = []
+        for chunk in chunks:
+            rows = [row for (row, _), _ in chunk]
+            chunk_scores, chunk_errors = score_cells(
+                model, rows, itertools.islice(loaded, len(chunk)), request, batch_size, options
+            )
+            scores += chunk_scores
+            errors += chunk_errors
+        yield scores, errors
 
 
 def add_scores(
@@ -176,12 +242,10 @@ def add_scores(
     if decoded:
         dataset = dataset.cast_column(column, Image(decode=False))
     request = model.resolve(task, adapter, prompt_set)
-    processor = model.image_processor
     options = {**options, "num_workers": num_workers}
 
     def score_batch(cells: list[Any], indices: list[int]) -> dict[str, list[Any]]:
-        loaded = decode_cells(processor, zip(indices, cells, strict=True), num_workers, batch_size)
-        scores, errors = score_cells(model, indices, loaded, request, batch_size, options)
+        [(scores, errors)] = scored_rows(model, [(indices, cells)], request, batch_size, options)
         return {"score": scores, "error": errors}
 
     out_features = None if dataset.features is None else Features({**dataset.features, **score_features()})
@@ -252,23 +316,18 @@ def scored_batches(
     batch_size: int,
     options: dict[str, Any],
 ) -> Iterator[tuple[pa.Table, list[float | None], list[str | None]]]:
-    """Arrow batches of rows -> `(batch, scores, errors)`, images decoded in threads up to a batch ahead of the
-    model (as `uniqa score` does for files). `row_numbers` names the rows in error messages."""
-    processor = model.image_processor
-    pending: deque[tuple[pa.Table, list[int]]] = deque()
+    """Arrow batches of rows -> `(batch, scores, errors)`, within a budget of decoded pixels (see `scored_rows`).
+    `row_numbers` names the rows in error messages."""
+    pending: deque[pa.Table] = deque()
 
-    def cells() -> Iterator[tuple[int, Any]]:
+    def rows_and_cells() -> Iterator[tuple[list[int], list[Any]]]:
         for batch in batches:
             if batch.num_rows:
-                rows = list(itertools.islice(row_numbers, batch.num_rows))
-                pending.append((batch, rows))
-                yield from zip(rows, batch.column(column).to_pylist(), strict=True)
+                pending.append(batch)
+                yield list(itertools.islice(row_numbers, batch.num_rows)), batch.column(column).to_pylist()
 
-    loaded = decode_cells(processor, cells(), options.get("num_workers"), batch_size)
-    for first in loaded:  # drawing a batch's first image has queued that batch
-        batch, rows = pending.popleft()
-        chunk = [first, *itertools.islice(loaded, batch.num_rows - 1)]
-        yield (batch, *score_cells(model, rows, chunk, request, batch_size, options))
+    for scores, errors in scored_rows(model, rows_and_cells(), request, batch_size, options):
+        yield pending.popleft(), scores, errors
 
 
 def rechunk(tables: Iterable[pa.Table], size: int) -> Iterator[pa.Table]:
@@ -524,17 +583,27 @@ def score_dataset_command(args: argparse.Namespace) -> int:
 
     batches = mine.with_format("arrow").iter(batch_size=args.batch_size)
     failures, buffered, count, last = 0, [], 0, time.monotonic()
-    with tqdm(total=total, initial=done, unit="img", file=sys.stderr, disable=args.quiet or rank != 0) as progress:
-        for batch, scores, errors in scored_batches(model, batches, column, rows, request, args.batch_size, options):
-            buffered.append(output_table(batch, scores, errors))
-            count += batch.num_rows
-            failures += sum(error is not None for error in errors)
-            progress.update(batch.num_rows)
-            if count >= PART_ROWS or time.monotonic() - last >= PART_SECONDS:
+    try:
+        with tqdm(total=total, initial=done, unit="img", file=sys.stderr, disable=args.quiet or rank != 0) as progress:
+            for batch, scores, errors in scored_batches(
+                model, batches, column, rows, request, args.batch_size, options
+            ):
+                buffered.append(output_table(batch, scores, errors))
+                count += batch.num_rows
+                failures += sum(error is not None for error in errors)
+                progress.update(batch.num_rows)
+                if count >= PART_ROWS or time.monotonic() - last >= PART_SECONDS:
+                    write_part(folder, buffered)
+                    buffered, count, last = [], 0, time.monotonic()
+            if buffered:
                 write_part(folder, buffered)
-                buffered, count, last = [], 0, time.monotonic()
-        if buffered:
-            write_part(folder, buffered)
+    except KeyboardInterrupt:  # Ctrl-C: complete parts are kept (a part is written aside, then renamed)
+        kept = sum(pq.read_metadata(path).num_rows for path in part_files(folder))
+        print(
+            f"uniqa: interrupted: {kept} rows are in {folder}; the same command with --resume scores the rest",
+            file=sys.stderr,
+        )
+        return 130
     if world > 1:
         dist.barrier()
     status = 2 if failures else 0

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-from ..configuration_uniqa import TASKS
 
 if TYPE_CHECKING:  # torch and transformers load with the command, not with `uniqa --help`
     from ..image_processing_uniqa import ImageInput
@@ -186,8 +185,8 @@ def map_command(args: argparse.Namespace) -> int:
     return 2 if failures else 0
 
 
-def add_map_parser(commands: argparse._SubParsersAction) -> None:
-    """Register `uniqa map` on the `uniqa` command's subparsers."""
+def add_map_parser(commands: argparse._SubParsersAction, tasks: Sequence[str]) -> None:
+    """Register `uniqa map` on the `uniqa` command's subparsers (`tasks`: the `--task` choices)."""
     parser = commands.add_parser("map", help="quality maps: where an image loses quality, as heat-map PNGs")
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     parser.add_argument(
@@ -201,7 +200,7 @@ def add_map_parser(commands: argparse._SubParsersAction) -> None:
         help="also write the window scores beside each PNG (default format: npy)",
     )
     parser.add_argument("--model", help="model folder or hub id (default: $UNIQA_MODEL or the bundled model)")
-    parser.add_argument("--task", choices=TASKS, help="default: quality, or the adapter's task")
+    parser.add_argument("--task", choices=tasks, help="default: quality, or the adapter's task")
     parser.add_argument("--adapter", help="trained adapter name (default: zero-shot prompts)")
     parser.add_argument("--prompt-set", help="zero-shot prompt set (see `uniqa info`)")
     parser.add_argument("--window", type=int, help="window side in pixels (default: the model's crop size)")
