@@ -152,8 +152,8 @@ def score_command(args: argparse.Namespace) -> int:
         from transformers.utils import logging
 
         logging.disable_progress_bar()
+    check_output(args)  # before the device check, which imports torch (seconds): a wrong --output answers at once
     check_device(args.device)
-    check_output(args)
     model = load_model(args)
     task, adapter, prompt_set = model.resolve(args.task, args.adapter, args.prompt_set)
     options = score_options(args)
