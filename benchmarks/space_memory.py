@@ -1,11 +1,12 @@
 """The Space's peak memory for its worst requests: Compare and Batch of images just under its 40 MP limit.
 
-    .venv/bin/python benchmarks/space_memory.py [--images 24]
+    .venv/bin/python benchmarks/space_memory.py [--images 24] [--before REVISION]
 
 Makes `--images` copies of one 7200x5400 gradient JPEG (38.9 MP, quality 90), then runs each request in a fresh
 subprocess that loads the bundled model `models/uniqa-tiny` with the app's `load_model`, scores one image (the
 baseline) and makes the request: Compare of all images, Batch of all images, and two Compare requests at once (the
 queue's `MAX_JOBS`). Records each subprocess's peak resident memory (`ru_maxrss`) and the seconds the request took.
+With `--before`, the same requests also run on a temporary git worktree of REVISION (its app, package and model).
 Writes `benchmarks/results/space-memory.json`.
 """
 
@@ -48,11 +49,29 @@ print(json.dumps({"peak_rss_mib": round(peak), "after_one_image_mib": round(base
 """
 
 
+def run_requests(tree: Path, files: list[Path]) -> dict[str, dict]:
+    """Each request in a fresh subprocess on the app, package and model of `tree` -> its peak memory and time."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(tree)}
+    results = {}
+    for handler in ("compare", "batch", "compare_twice_at_once"):
+        run = subprocess.run(
+            [sys.executable, "-c", REQUEST, str(tree), handler, *map(str, files)],
+            env=env,
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[handler] = json.loads(run.stdout.strip().splitlines()[-1])
+        print(tree.name, handler, results[handler])
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--before", help="a git revision to measure too (e.g. the last release)")
     args = parser.parse_args()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         gradient = np.linspace(0, 255, 7200, dtype=np.float32)[None, :, None] * np.ones((5400, 1, 3), np.float32)
@@ -62,22 +81,21 @@ def main() -> None:
         for index in range(1, args.images):
             files.append(Path(folder) / f"big_{index:02d}.jpg")
             files[-1].write_bytes(first.read_bytes())
-        for handler in ("compare", "batch", "compare_twice_at_once"):
-            run = subprocess.run(
-                [sys.executable, "-c", REQUEST, str(ROOT), handler, *map(str, files)],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            results[handler] = json.loads(run.stdout.strip().splitlines()[-1])
-            print(handler, results[handler])
+        results["now"] = run_requests(ROOT, files)
+        if args.before:
+            before = Path(folder) / "before"
+            subprocess.run(["git", "worktree", "add", "-q", "--detach", str(before), args.before], cwd=ROOT, check=True)
+            try:
+                results["before"] = run_requests(before, files)
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=True)
     RESULT.write_text(
         json.dumps(
             {
                 "machine": machine_name(),
                 "images": f"{args.images} copies of a 7200x5400 gradient JPEG (38.9 MP, quality 90)",
                 "model": "models/uniqa-tiny",
+                "before": args.before,
                 "requests": results,
             },
             indent=2,
